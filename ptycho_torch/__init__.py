@@ -1,0 +1,1 @@
+"""PyTorch / Lightning backend of ptychopinn. Importing it does not import torch."""
