@@ -38,6 +38,8 @@ __all__ = [
     "save_config",
     "with_overrides",
     "valid_keys",
+    "coerce_field",
+    "read_config_file",
 ]
 
 VALID_N = (32, 64, 128, 256)
@@ -397,6 +399,22 @@ def valid_keys(section: str) -> tuple[str, ...]:
     if section not in SECTIONS:
         raise ConfigError(f"unknown config section {section!r}; valid sections: {', '.join(SECTIONS)}")
     return tuple(f.name for f in dataclasses.fields(SECTIONS[section]))
+
+
+def coerce_field(section: str, name: str, value: Any) -> Any:
+    """``value`` converted to the type of field ``section.name`` (range checks not applied).
+
+    Raises ConfigError for an unknown section/field or a value of the wrong type.
+    """
+    cls = SECTIONS.get(section)
+    if cls is None:
+        raise ConfigError(f"unknown config section {section!r}; valid sections: {', '.join(SECTIONS)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if name not in fields:
+        raise ConfigError(f"unknown key '{section}.{name}'; valid keys in '{section}': "
+                          f"{', '.join(fields)}")
+    tp = typing.get_type_hints(cls)[name]
+    return _coerce_one(section, name, value, tp, fields[name].metadata.get("int_as_str", False))
 
 
 def _section_from_dict(section: str, values: Any) -> Any:
