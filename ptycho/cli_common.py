@@ -1,0 +1,226 @@
+"""Command-line flags shared by the TensorFlow and PyTorch train/inference CLIs.
+
+Every flag is accepted with underscores and with dashes (``--max_epochs`` / ``--max-epochs``),
+legacy spellings are aliases (``--nepochs``, ``--n_images``, ``--neighbor_count``), booleans use
+``argparse.BooleanOptionalAction`` (``--probe_big`` / ``--no-probe_big``), and every default is
+``None`` so that a flag the user did not type never overrides the config file. The help texts
+quote the built-in defaults from :mod:`ptycho.config`. The argparse destination of each flag is
+the canonical field name, so :func:`namespace_to_overrides` can hand the given flags straight to
+:func:`ptycho.config_bridge.resolve_config`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, Optional, Sequence
+
+from ptycho.config import (
+    ACCELERATORS,
+    AMP_ACTIVATIONS,
+    INTERPOLATIONS,
+    LOGGERS,
+    MODES,
+    PRECISIONS,
+    SECTIONS,
+    VALID_N,
+    PtychoConfig,
+)
+from ptycho.config_bridge import FLAT_KEYS, Override, resolve_config
+
+__all__ = [
+    "add_training_arguments",
+    "add_inference_arguments",
+    "add_execution_arguments",
+    "namespace_to_overrides",
+    "resolve_namespace",
+]
+
+
+def _default(section: str, name: str) -> Any:
+    for f in dataclasses.fields(SECTIONS[section]):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            return f.default_factory()  # type: ignore[misc]
+    raise KeyError(f"{section}.{name}")
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _spellings(*names: str) -> list[str]:
+    """``--a_b`` and ``--a-b`` for every name, without duplicates, in the given order."""
+    out: list[str] = []
+    for name in names:
+        for variant in (name, name.replace("_", "-"), name.replace("-", "_")):
+            flag = f"--{variant}"
+            if flag not in out:
+                out.append(flag)
+    return out
+
+
+def _add(parser: argparse.ArgumentParser, names: Sequence[str], dest: str, section: str,
+         text: str, *, kind: Any = str, choices: Optional[Sequence[Any]] = None,
+         default_note: Optional[str] = None) -> None:
+    shown = default_note if default_note is not None else _show(_default(section, dest))
+    help_text = f"{text} Default: {shown}, or the --config value."
+    kwargs: dict[str, Any] = {"dest": dest, "default": None, "help": help_text}
+    if kind is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    else:
+        kwargs["type"] = kind
+        if choices is not None:
+            kwargs["choices"] = list(choices)
+        kwargs["metavar"] = dest.upper() if choices is None else None
+        if kwargs["metavar"] is None:
+            del kwargs["metavar"]
+    parser.add_argument(*_spellings(*names), **kwargs)
+
+
+def _lower(value: str) -> str:
+    return value.strip().lower()
+
+
+def _add_config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", dest="config", default=None, metavar="PATH",
+                        help="YAML (.yaml/.yml) or JSON config file; nested canonical, flat or "
+                             "legacy keys. Command-line flags override its values. "
+                             "Default: none (built-in defaults).")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add data, model and training flags (plus ``--config``) to ``parser``; returns it."""
+    g = parser.add_argument_group("data")
+    _add(g, ["train_data_file"], "train_data_file", "data", "Training data NPZ file (path).")
+    _add(g, ["test_data_file"], "test_data_file", "data",
+         "Test/validation data NPZ file (path); without it a validation fraction of the training "
+         "groups is held out.")
+    _add(g, ["n_groups", "n_images"], "n_groups", "data",
+         "Number of groups to use (count of groups; for gridsize 1, patterns).", kind=int,
+         default_note="all")
+    _add(g, ["K", "neighbor_count"], "K", "data",
+         "Nearest neighbours each group is drawn from (count; >= gridsize**2 when gridsize > 1).",
+         kind=int)
+    _add(g, ["nphotons"], "nphotons", "data",
+         "Mean photons per diffraction pattern (photons); needed only when the file holds "
+         "already-normalised amplitudes.", kind=float,
+         default_note="none (measured from the data)")
+
+    g = parser.add_argument_group("model")
+    _add(g, ["N"], "N", "model", "Diffraction pattern / patch side (pixels).", kind=int,
+         choices=VALID_N)
+    _add(g, ["gridsize", "grid_size"], "gridsize", "model",
+         "Group side g; each group holds g**2 neighbouring patterns (count).", kind=int)
+    _add(g, ["amp_activation"], "amp_activation", "model",
+         "Amplitude head activation (name; 'silu' is accepted as 'swish').", kind=_lower,
+         choices=AMP_ACTIVATIONS + ("silu",))
+    _add(g, ["mode"], "mode", "model",
+         "Training mode: physics (unsupervised PINN) or supervised on ground-truth patches "
+         "(name, case-insensitive).", kind=_lower, choices=MODES)
+    _add(g, ["interpolation"], "interpolation", "model",
+         "Sub-pixel translation interpolation (name).", kind=_lower, choices=INTERPOLATIONS)
+    _add(g, ["probe_big"], "probe_big", "model",
+         "Predict the full N x N object patch instead of only the central N/2 x N/2 (boolean).",
+         kind=bool)
+    _add(g, ["probe_mask"], "probe_mask", "model",
+         "Apply a circular probe support mask of radius N/4 (boolean).", kind=bool)
+    _add(g, ["probe_trainable"], "probe_trainable", "model",
+         "Refine the probe during training (boolean).", kind=bool)
+    _add(g, ["intensity_scale_trainable"], "intensity_scale_trainable", "model",
+         "Train the intensity scale (boolean).", kind=bool)
+    _add(g, ["group_pad"], "group_pad", "model",
+         "Per-group canvas padding for the overlap constraint (pixels).", kind=int,
+         default_note="N//2")
+
+    g = parser.add_argument_group("training")
+    _add(g, ["output_dir"], "output_dir", "training", "Output directory for the run (path).")
+    _add(g, ["max_epochs", "nepochs"], "max_epochs", "training", "Training epochs (count).",
+         kind=int)
+    _add(g, ["batch_size"], "batch_size", "training", "Groups per optimiser step (count).",
+         kind=int)
+    _add(g, ["learning_rate"], "learning_rate", "training",
+         "Adam learning rate (per step, dimensionless).", kind=float)
+    _add(g, ["lr_reduce_factor"], "lr_reduce_factor", "training",
+         "Factor the learning rate is multiplied by on a plateau (0 < value < 1).", kind=float)
+    _add(g, ["lr_reduce_patience"], "lr_reduce_patience", "training",
+         "Epochs without improvement before the learning rate is reduced (epochs).", kind=int)
+    _add(g, ["min_learning_rate"], "min_learning_rate", "training",
+         "Lower bound of the learning rate (dimensionless).", kind=float)
+    _add(g, ["early_stopping_patience"], "early_stopping_patience", "training",
+         "Epochs without improvement before training stops (epochs).", kind=int)
+    _add(g, ["validation_fraction"], "validation_fraction", "training",
+         "Fraction of training groups held out when no test file is given (0 < value < 1).",
+         kind=float)
+    _add(g, ["log_patch_stats"], "log_patch_stats", "training",
+         "Record statistics and an image grid of predicted patches (boolean).", kind=bool)
+    _add(g, ["patch_stats_limit"], "patch_stats_limit", "training",
+         "Batches per phase for which patch statistics are recorded (count).", kind=int)
+    _add(g, ["resume"], "resume", "training",
+         "Resume from the last checkpoint in the output directory (boolean).", kind=bool)
+    _add_config_flag(parser)
+    return parser
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add inference flags (plus ``--config``) to ``parser``; returns it."""
+    g = parser.add_argument_group("inference")
+    _add(g, ["model_path"], "model_path", "inference", "Model bundle directory (path).")
+    _add(g, ["test_data"], "test_data", "inference", "Data NPZ file to reconstruct (path).")
+    _add(g, ["output_dir"], "output_dir", "inference", "Output directory (path).")
+    _add(g, ["batch_size"], "batch_size", "inference", "Groups per forward pass (count).",
+         kind=int)
+    _add(g, ["n_groups", "n_images"], "n_groups", "data",
+         "Number of groups to reconstruct (count of groups).", kind=int, default_note="all")
+    _add(g, ["stitch_crop"], "stitch_crop", "inference",
+         "Central crop of each predicted patch placed when stitching (pixels).", kind=int,
+         default_note="N with probe_big, else N//2")
+    _add(g, ["log_patch_stats"], "log_patch_stats", "inference",
+         "Record statistics and an image grid of predicted patches (boolean).", kind=bool)
+    _add(g, ["patch_stats_limit"], "patch_stats_limit", "inference",
+         "Batches for which patch statistics are recorded (count).", kind=int)
+    _add_config_flag(parser)
+    return parser
+
+
+def add_execution_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add device, precision, logging and seeding flags to ``parser``; returns it."""
+    g = parser.add_argument_group("execution")
+    _add(g, ["accelerator"], "accelerator", "execution", "Device type (name).", kind=_lower,
+         choices=ACCELERATORS)
+    _add(g, ["devices"], "devices", "execution", "Number of devices (count) or 'auto'.")
+    _add(g, ["strategy"], "strategy", "execution", "Distribution strategy (Lightning name).")
+    _add(g, ["precision"], "precision", "execution", "Numeric precision (name).",
+         choices=PRECISIONS)
+    _add(g, ["num_workers"], "num_workers", "execution",
+         "Data loader worker processes (count).", kind=int)
+    _add(g, ["logger"], "logger", "execution", "Metrics logger (name).", kind=_lower,
+         choices=LOGGERS)
+    _add(g, ["seed"], "seed", "execution",
+         "Random seed for grouping and for the global RNGs (integer >= 0).", kind=int)
+    _add(g, ["deterministic"], "deterministic", "execution",
+         "Request deterministic kernels (boolean).", kind=bool)
+    _add(g, ["jit_compile"], "jit_compile", "execution",
+         "Compile the TensorFlow model with XLA (boolean).", kind=bool)
+    return parser
+
+
+def namespace_to_overrides(ns: argparse.Namespace) -> dict[str, Any]:
+    """Flat ``{canonical_field_name: value}`` of the shared flags the user gave (not None).
+
+    ``--config`` and flags a CLI adds for itself are not included.
+    """
+    return {k: v for k, v in vars(ns).items() if k in FLAT_KEYS and v is not None}
+
+
+def resolve_namespace(ns: argparse.Namespace, context: str = "training",
+                      base: Optional[PtychoConfig] = None
+                      ) -> tuple[PtychoConfig, tuple[Override, ...]]:
+    """``resolve_config`` from parsed flags: defaults < ``base`` < ``--config`` file < flags."""
+    return resolve_config(namespace_to_overrides(ns), yaml_path=getattr(ns, "config", None),
+                          base=base, context=context)
