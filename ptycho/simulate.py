@@ -125,11 +125,32 @@ def simulate_scan(obj, probe, positions, nphotons: float, rng: np.random.Generat
 # command line
 # ---------------------------------------------------------------------------------------------
 
+class _BoolFlag(argparse.Action):
+    """``--flag`` / ``--no-flag`` (also ``--no_flag``) boolean switch, never ``type=bool``."""
+
+    def __init__(self, option_strings, dest, default=None, help=None):
+        strings = list(option_strings)
+        for opt in option_strings:
+            stem = opt[2:]
+            for neg in (f"--no-{stem}", f"--no_{stem.replace('-', '_')}"):
+                if neg not in strings:
+                    strings.append(neg)
+        super().__init__(strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, not option_string.startswith(("--no-", "--no_")))
+
+    def format_usage(self):
+        return " | ".join(self.option_strings)
+
+
 def _add(parser, name: str, **kwargs):
     """Add ``--name`` and, for dashed names, the ``--name_with_underscores`` spelling too."""
     flags = [f"--{name}"]
     if "-" in name:
         flags.append(f"--{name.replace('-', '_')}")
+    if kwargs.get("action") is argparse.BooleanOptionalAction:
+        kwargs["action"] = _BoolFlag
     kwargs.setdefault("dest", name.replace("-", "_"))
     return parser.add_argument(*flags, **kwargs)
 
@@ -147,13 +168,23 @@ def _parse_size(text: str) -> tuple[int, int]:
     return vals[0], vals[1]
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: ...)`` unless the default is None or the help already names it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m ptycho.simulate`` argument parser (every dashed flag also as ``--a_b``)."""
     p = argparse.ArgumentParser(
         prog="python -m ptycho.simulate",
         description="Simulate a ptychographic scan (object, probe, scan pattern, Poisson photon "
                     "counts) and write it as an NPZ file of the data contract.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     _add(p, "output", required=True,
          help="output .npz file; with --split, a directory that receives train.npz and test.npz")
     _add(p, "object", default="lines",
@@ -195,13 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "amplitude-range", type=float, nargs=2, metavar=("LO", "HI"),
          default=list(DEFAULT_AMPLITUDE_RANGE), help="object amplitude range")
     _add(p, "phase-range", type=float, nargs=2, metavar=("LO", "HI"),
-         default=[round(v, 6) for v in DEFAULT_PHASE_RANGE], help="object phase range in radians")
+         default=list(DEFAULT_PHASE_RANGE),
+         help="object phase range in radians (default: -pi/2 pi/2)")
     _add(p, "interpolation", choices=("fourier", "bilinear"), default="fourier",
          help="sub-pixel patch extraction")
     _add(p, "compress", action=argparse.BooleanOptionalAction, default=True,
          help="write compressed NPZ (zlib)")
     _add(p, "progress", action=argparse.BooleanOptionalAction, default=None,
-         help="progress bar; default: on for more than 2048 patterns")
+         help="progress bar on stderr (default: on for more than 2048 patterns)")
     return p
 
 
