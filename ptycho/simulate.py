@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
          help="NPZ file whose key 'probeGuess' (N, N) is the probe; default: the library's "
               "default disk probe of diameter N/3")
     _add(p, "split", choices=("none", "region", "objects"), default="none",
-         help="'region': one object, left half scanned into train.npz, right half into "
+         help="'none': one file; 'region': one object, left half scanned into train.npz, "
+              "right half into "
               "test.npz (patch footprints never overlap); 'objects': two objects from different "
               "seeds")
     _add(p, "noise", action=argparse.BooleanOptionalAction, default=True,

@@ -126,6 +126,9 @@ def test_probe_file_sets_probe_and_N(tmp_path):
     data = load_npz(out)
     assert data.N == 16
     np.testing.assert_allclose(data.probe, normalize_probe(probe), rtol=1e-5, atol=1e-6)
+    assert main(["--output", str(out), "--probe", str(tmp_path / "probe.npz"), "--N", "32"]) == 2
+    np.savez(tmp_path / "noprobe.npz", other=np.ones(3))
+    assert main(["--output", str(out), "--probe", str(tmp_path / "noprobe.npz")]) == 2
 
 
 def test_image_object_through_cli(tmp_path):
