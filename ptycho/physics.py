@@ -28,6 +28,7 @@ from scipy.special import gammaln
 __all__ = [
     "INTERPOLATIONS",
     "OVERLAP_THRESHOLD",
+    "FOURIER_OVERLAP_THRESHOLD",
     "translate",
     "extract_patches",
     "reassemble_patches",
@@ -44,6 +45,8 @@ __all__ = [
     "normalization_factor",
     "normalize_amplitudes",
     "window_margin",
+    "window_taper",
+    "edge_taper",
 ]
 
 INTERPOLATIONS = ("bilinear", "fourier")
@@ -51,6 +54,12 @@ INTERPOLATIONS = ("bilinear", "fourier")
 
 OVERLAP_THRESHOLD = 1e-3
 """Overlap weights at or below this value are treated as uncovered (result 0)."""
+
+FOURIER_OVERLAP_THRESHOLD = 0.5
+"""Coverage threshold of ``group_reassemble`` with Fourier interpolation. A Fourier-shifted
+0/1 footprint rings (about ±10 % of the step) beyond its edge; dividing by those ringing tails
+would amplify the patches there many-fold, so only pixels covered by at least half a footprint
+count as covered."""
 
 # Number of array elements (complex128) a chunk of work may allocate at once; bounds memory
 # for large batches without changing any result.
@@ -102,13 +111,41 @@ def _pairs(values, count: int, name: str, what: str) -> np.ndarray:
 def window_margin(N: int, interpolation: str) -> int:
     """Margin (pixels per side) of the window used for sub-pixel patch extraction/placement.
 
-    ``extract_patches`` cuts a window of side ``N + 2*margin`` around each patch, translates it
-    by the fractional part of the position and crops the central ``N``; ``reassemble_patches``
-    does the adjoint. Bilinear needs one pixel; Fourier uses ``max(1, N // 4)`` so the
-    interpolation sees real neighbouring content rather than zero padding near the patch edge.
+    ``extract_patches`` cuts a window of side ``Nw = N + 2*margin`` around each patch,
+    multiplies it by ``window_taper(N, interpolation)`` (outer product), translates it by the
+    fractional part of the position and crops the central ``N``; ``reassemble_patches`` applies
+    the transpose. Bilinear needs a margin of 1 pixel; Fourier uses ``max(2, N // 4)`` so the
+    interpolation sees real neighbouring content rather than an abrupt cut near the patch edge.
     """
     _check_interpolation(interpolation)
-    return 1 if interpolation == "bilinear" else max(1, N // 4)
+    return 1 if interpolation == "bilinear" else max(2, N // 4)
+
+
+def edge_taper(length: int, margin: int) -> np.ndarray:
+    """1-D raised-cosine edge taper, float64 of shape ``(length,)``.
+
+    With ``r = margin - margin // 4`` and ``d = min(k, length - 1 - k)`` the distance of sample
+    ``k`` from the nearer end, the taper is ``0.5 * (1 - cos(pi * (d + 1) / (r + 1)))`` for
+    ``d < r`` and 1 elsewhere: it rises smoothly from near 0 at the ends to 1, leaving the
+    ``margin // 4`` pixels next to the un-tapered centre at full weight. ``margin = 0`` gives
+    ones. Tapering before a Fourier shift suppresses the ringing a hard cut would cause.
+    """
+    if length < 0 or margin < 0:
+        raise ValueError(f"length and margin must be >= 0, got {length}, {margin}")
+    r = margin - margin // 4
+    k = np.arange(length)
+    d = np.minimum(k, length - 1 - k).astype(np.float64)
+    return np.where(d < r, 0.5 * (1.0 - np.cos(np.pi * (d + 1.0) / (r + 1.0))), 1.0)
+
+
+def window_taper(N: int, interpolation: str) -> np.ndarray:
+    """1-D taper (float64, length ``N + 2*window_margin(N, interpolation)``) applied along both
+    axes of a sub-pixel extraction window: ones for bilinear (whose taps never reach the tapered
+    pixels), ``edge_taper(Nw, margin)`` for Fourier. It is 1 on the central ``N`` pixels."""
+    m = window_margin(N, interpolation)
+    if interpolation == "bilinear":
+        return np.ones(N + 2 * m, dtype=np.float64)
+    return edge_taper(N + 2 * m, m)
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,14 +293,20 @@ def extract_patches(obj, positions, N: int, interpolation: str = "bilinear") -> 
 
         out[m, i, j] = obj(y_m - N//2 + i, x_m - N//2 + j)
 
-    Pixels outside the object are 0. Positions are split into ``floor`` and a fractional part
-    ``f`` in [0, 1). A window of side ``N + 2*margin`` (``margin = window_margin(N,
-    interpolation)``) is sliced from the zero-extended object with its pixel ``margin`` at
-    object row/col ``floor(p) - N//2``; windows with ``f != 0`` are moved by
-    ``translate(window, -f, interpolation)``; the central N×N (offset ``margin``) is returned.
-    Integer positions therefore give exact slices. For bilinear this equals bilinear sampling
-    of the zero-extended object; for Fourier, content more than ``margin`` pixels outside the
-    patch is not seen by the interpolation.
+    Pixels outside the object are 0. Positions are split into ``floor(p)`` and a fractional
+    part ``f = p - floor(p)`` in [0, 1). For each patch:
+
+    1. a window of side ``Nw = N + 2*margin`` (``margin = window_margin(N, interpolation)``)
+       is sliced from the zero-extended object, its pixel ``(margin, margin)`` at object pixel
+       ``floor(p) - N//2``;
+    2. if ``f != (0, 0)``: the window is multiplied by ``t[:, None] * t[None, :]`` with
+       ``t = window_taper(N, interpolation)`` and moved by ``translate(window, -f,
+       interpolation)``;
+    3. the central N×N (offset ``margin``) is returned.
+
+    Integer positions therefore give exact slices. For bilinear (margin 1, no taper) this is
+    exactly bilinear sampling of the zero-extended object. For Fourier the interpolation sees
+    ``margin`` pixels of context on each side, smoothly tapered so the cut does not ring.
     """
     _check_interpolation(interpolation)
     N = _check_N(N)
@@ -281,6 +324,8 @@ def extract_patches(obj, positions, N: int, interpolation: str = "bilinear") -> 
     H, W = work.shape
     m = window_margin(N, interpolation)
     Nw = N + 2 * m
+    t = window_taper(N, interpolation)
+    taper = t[:, None] * t[None, :]
     ipos, frac = _split_positions(pos)
     k = np.arange(Nw, dtype=np.int64)
     chunk = max(1, _CHUNK_ELEMENTS // (4 * Nw * Nw))
@@ -295,7 +340,7 @@ def extract_patches(obj, positions, N: int, interpolation: str = "bilinear") -> 
         f = frac[s:e]
         moving = np.flatnonzero(np.any(f != 0.0, axis=1))
         if moving.size:
-            win[moving] = translate(win[moving], -f[moving], interpolation)
+            win[moving] = translate(win[moving] * taper, -f[moving], interpolation)
         out[s:e] = win[:, m:m + N, m:m + N]
     return out
 
@@ -364,11 +409,15 @@ def reassemble_patches(patches, positions, canvas_shape, interpolation: str = "b
 
     ``A_m`` is the linear map ``extract_patches(., positions[m:m+1], N, interpolation)``, and
     this function applies its exact transpose: each patch is embedded in a zero window of side
-    ``N + 2*margin``, windows with fractional part ``f != 0`` are moved by
+    ``N + 2*margin``; windows with fractional part ``f != 0`` are moved by
     ``translate(window, +f)`` (the transpose of ``translate(., -f)`` in both
-    interpolations), and windows are summed into the canvas with pixel ``margin`` at
-    ``floor(p) - N//2``; pixels outside the canvas are dropped. On integer positions a patch's
-    pixel ``(N//2, N//2)`` lands exactly on its position. Divide with ``normalize_overlap``.
+    interpolations) and multiplied by the same window taper; windows are summed into the
+    canvas with pixel ``(margin, margin)`` at ``floor(p) - N//2``; pixels outside the canvas
+    are dropped. On integer positions a patch's
+    pixel ``(N//2, N//2)`` lands exactly on its position. Divide with ``normalize_overlap``;
+    with Fourier interpolation at fractional positions the weight rings slightly beyond the
+    patch edges, so pass ``threshold=FOURIER_OVERLAP_THRESHOLD`` there to avoid dividing by
+    ringing tails.
     """
     _check_interpolation(interpolation)
     patches = np.asarray(patches)
@@ -385,6 +434,8 @@ def reassemble_patches(patches, positions, canvas_shape, interpolation: str = "b
     weight = np.zeros((H, W), dtype=np.float64)
     m = window_margin(N, interpolation)
     Nw = N + 2 * m
+    t = window_taper(N, interpolation)
+    taper = t[:, None] * t[None, :]
     ipos, frac = _split_positions(pos)
     chunk = max(1, _CHUNK_ELEMENTS // (4 * Nw * Nw))
     for s in range(0, M, chunk):
@@ -396,8 +447,8 @@ def reassemble_patches(patches, positions, canvas_shape, interpolation: str = "b
         f = frac[s:e]
         moving = np.flatnonzero(np.any(f != 0.0, axis=1))
         if moving.size:
-            win[moving] = translate(win[moving], f[moving], interpolation)
-            fwin[moving] = translate(fwin[moving], f[moving], interpolation)
+            win[moving] = translate(win[moving], f[moving], interpolation) * taper
+            fwin[moving] = translate(fwin[moving], f[moving], interpolation) * taper
         top = ipos[s:e, 0] - N // 2 - m
         left = ipos[s:e, 1] - N // 2 - m
         canvas += _scatter_windows(win, top, left, (H, W))
@@ -425,7 +476,7 @@ def normalize_overlap(canvas, weight, threshold: float = OVERLAP_THRESHOLD) -> n
 
 
 def group_reassemble(patches, offsets, pad=None, interpolation: str = "bilinear",
-                     footprint=None) -> np.ndarray:
+                     footprint=None, threshold: float | None = None) -> np.ndarray:
     """Overlap constraint inside the model: average each group's patches on its own canvas.
 
     Parameters
@@ -435,7 +486,9 @@ def group_reassemble(patches, offsets, pad=None, interpolation: str = "bilinear"
         relative to its group centre, in pixels.
     pad : int >= 0, default ``N // 2`` -- canvas side is ``L = N + 2*pad``.
     interpolation : "bilinear" | "fourier"
-    footprint : array (N, N) real, default ones.
+    footprint : array (N, N) real, default ones (the model passes a 0/1 mask).
+    threshold : coverage threshold; default ``OVERLAP_THRESHOLD`` (1e-3) for bilinear and
+        ``FOURIER_OVERLAP_THRESHOLD`` (0.5) for Fourier.
 
     Returns
     -------
@@ -445,10 +498,13 @@ def group_reassemble(patches, offsets, pad=None, interpolation: str = "bilinear"
     1. each patch is zero-padded to ``(L, L)`` with its pixel 0 at canvas pixel ``pad`` (so patch
        pixel ``N//2`` lands on canvas pixel ``L//2``, the group centre) and translated by its
        offset with ``translate``; the footprint is padded and translated the same way;
-    2. ``avg = sum_c patch_c / sum_c footprint_c`` where the footprint sum exceeds
-       ``OVERLAP_THRESHOLD``, else 0;
+    2. ``avg = sum_c patch_c / sum_c footprint_c`` where the footprint sum (the count) exceeds
+       ``threshold``, else 0;
     3. patch ``c`` is read back as ``translate(avg, -offset_c)[pad:pad+N, pad:pad+N]``.
-    Content that an offset moves off the ``L × L`` canvas is lost.
+    Content that an offset moves off the ``L × L`` canvas is lost. Integer offsets reproduce
+    consistent patches exactly in both modes; bilinear averages are convex combinations of
+    patch values (never amplified); Fourier is exact for band-limited content that vanishes
+    towards the patch borders, but rings near hard patch edges.
     """
     _check_interpolation(interpolation)
     patches = np.asarray(patches)
@@ -468,6 +524,11 @@ def group_reassemble(patches, offsets, pad=None, interpolation: str = "bilinear"
     if isinstance(pad, bool) or not isinstance(pad, (int, np.integer)) or pad < 0:
         raise ValueError(f"pad must be a non-negative integer, got {pad!r}")
     pad = int(pad)
+    if threshold is None:
+        threshold = OVERLAP_THRESHOLD if interpolation == "bilinear" else FOURIER_OVERLAP_THRESHOLD
+    threshold = float(threshold)
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold!r}")
     fp = _check_footprint(footprint, N)
     out_dtype = _out_dtype(patches)
     work = _work(patches)
@@ -485,7 +546,7 @@ def group_reassemble(patches, offsets, pad=None, interpolation: str = "bilinear"
         fcanv[:, pad:pad + N, pad:pad + N] = fp
         total = translate(canv, d, interpolation).reshape(g, C, L, L).sum(axis=1)
         count = translate(fcanv, d, interpolation).reshape(g, C, L, L).sum(axis=1)
-        covered = count > OVERLAP_THRESHOLD
+        covered = count > threshold
         avg = np.zeros_like(total)
         avg[covered] = total[covered] / count[covered]
         back = np.broadcast_to(avg[:, None], (g, C, L, L)).reshape(g * C, L, L)
