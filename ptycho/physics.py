@@ -97,7 +97,7 @@ def _pairs(values, count: int, name: str, what: str) -> np.ndarray:
     """Validate a (count, 2) array of finite floats and return it as float64."""
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] != 2:
-        raise ValueError(f"{name} must have shape ({what}, 2), got {arr.shape}")
+        raise ValueError(f"{name} must have shape (n_{what}, 2), got {arr.shape}")
     if arr.shape[0] != count:
         raise ValueError(
             f"{name} has {arr.shape[0]} rows but there are {count} {what}; "
@@ -151,31 +151,35 @@ def window_taper(N: int, interpolation: str) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # translation
 # --------------------------------------------------------------------------------------------
-def _shift_axis_bilinear(img: np.ndarray, d: np.ndarray, axis: int) -> np.ndarray:
-    """Bilinear shift along one axis (1 rows, 2 cols) of a (B, H, W) float64/complex128 array.
+def _shift_rows_bilinear(img: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Bilinear shift along axis 1 of a (B, L, K) float64/complex128 array by ``d`` (B,).
 
-    ``out[k] = (1 - w) * in[k + a] + w * in[k + a + 1]`` with ``s = -d``, ``a = floor(s)``,
-    ``w = s - a``; taps outside ``[0, L)`` contribute 0.
+    ``out[b, k] = (1 - w) * in[b, k + a] + w * in[b, k + a + 1]`` with ``s = -d[b]``,
+    ``a = floor(s)``, ``w = s - a``; taps outside ``[0, L)`` contribute 0. Whole rows are
+    gathered at once (one fancy-index per tap).
     """
-    B, L = img.shape[0], img.shape[axis]
+    B, L = img.shape[0], img.shape[1]
     s = -d
     a = np.floor(s)
     w = s - a
     a = a.astype(np.int64)
     k = np.arange(L, dtype=np.int64)
-    out = np.zeros_like(img)
+    b = np.arange(B)[:, None]
+    out = None
     for tap, weight in ((0, 1.0 - w), (1, w)):
         idx = k[None, :] + a[:, None] + tap  # (B, L)
-        valid = (idx >= 0) & (idx < L)
-        idx = np.clip(idx, 0, L - 1)
-        if axis == 1:
-            g = np.take_along_axis(img, idx[:, :, None], axis=1)
-            g = g * (valid * weight[:, None])[:, :, None]
-        else:
-            g = np.take_along_axis(img, idx[:, None, :], axis=2)
-            g = g * (valid * weight[:, None])[:, None, :]
-        out += g
+        coef = ((idx >= 0) & (idx < L)) * weight[:, None]  # (B, L) float64
+        term = img[b, np.clip(idx, 0, L - 1)] * coef[:, :, None]
+        out = term if out is None else out + term
     return out
+
+
+def _translate_bilinear(img: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    """Separable bilinear translation of (B, H, W) images: rows by ``dy``, then columns by ``dx``
+    (the product of the two 1-D tap weights is the 2-D bilinear weight; zero fill per axis)."""
+    rows = _shift_rows_bilinear(img, dy)
+    cols = _shift_rows_bilinear(np.ascontiguousarray(rows.transpose(0, 2, 1)), dx)
+    return cols.transpose(0, 2, 1)
 
 
 def _translate_fourier(img: np.ndarray, dy: np.ndarray, dx: np.ndarray, real: bool) -> np.ndarray:
@@ -255,7 +259,7 @@ def translate(images, offsets, interpolation: str = "bilinear") -> np.ndarray:
         sub = work[moving]
         dy, dx = offs[moving, 0], offs[moving, 1]
         if interpolation == "bilinear":
-            shifted = _shift_axis_bilinear(_shift_axis_bilinear(sub, dy, 1), dx, 2)
+            shifted = _translate_bilinear(sub, dy, dx)
         else:
             shifted = _translate_fourier(sub, dy, dx, real=not np.iscomplexobj(work))
         out[moving] = shifted
@@ -558,12 +562,8 @@ def group_reassemble(patches, offsets, pad=None, interpolation: str = "bilinear"
 # --------------------------------------------------------------------------------------------
 # forward model
 # --------------------------------------------------------------------------------------------
-def illuminate(obj_patches, probe) -> np.ndarray:
-    """Exit wave ``psi = probe * obj_patches``, broadcast over leading axes.
-
-    obj_patches (..., N, N) complex or real; probe (N, N) complex. Returns (..., N, N) complex
-    (complex64 unless either input is double precision).
-    """
+def _illuminate(obj_patches, probe) -> tuple[np.ndarray, bool]:
+    """complex128 exit wave and whether either input was double precision."""
     obj_patches = np.asarray(obj_patches)
     probe = np.asarray(probe)
     if probe.ndim != 2 or obj_patches.shape[-2:] != probe.shape:
@@ -573,7 +573,20 @@ def illuminate(obj_patches, probe) -> np.ndarray:
         )
     double = (_out_dtype(obj_patches) in (np.float64, np.complex128)
               or _out_dtype(probe) in (np.float64, np.complex128))
-    psi = _work(probe).astype(np.complex128) * _work(obj_patches)
+    return probe.astype(np.complex128) * _work(obj_patches), double
+
+
+def _far_field128(psi: np.ndarray) -> np.ndarray:
+    return np.fft.fftshift(np.fft.fft2(psi, axes=(-2, -1), norm="ortho"), axes=(-2, -1))
+
+
+def illuminate(obj_patches, probe) -> np.ndarray:
+    """Exit wave ``psi = probe * obj_patches``, broadcast over leading axes.
+
+    obj_patches (..., N, N) complex or real; probe (N, N) complex. Returns (..., N, N) complex
+    (complex64 unless either input is double precision).
+    """
+    psi, double = _illuminate(obj_patches, probe)
     return psi.astype(np.complex128 if double else np.complex64, copy=False)
 
 
@@ -587,17 +600,15 @@ def far_field(psi) -> np.ndarray:
     if psi.ndim < 2:
         raise ValueError(f"psi must have at least 2 dimensions (..., N, N), got {psi.shape}")
     out_dtype = np.complex64 if _out_dtype(psi) in (np.float32, np.complex64) else np.complex128
-    F = np.fft.fftshift(np.fft.fft2(_work(psi), axes=(-2, -1), norm="ortho"), axes=(-2, -1))
-    return F.astype(out_dtype, copy=False)
+    return _far_field128(_work(psi)).astype(out_dtype, copy=False)
 
 
 def diffraction_amplitude(obj_patches, probe) -> np.ndarray:
     """Diffraction amplitude ``|far_field(probe * obj_patches)|``, (..., N, N) float32
-    (float64 for double input). Intensity is its square."""
-    psi = illuminate(obj_patches, probe)
-    F = np.fft.fftshift(np.fft.fft2(psi.astype(np.complex128), axes=(-2, -1), norm="ortho"),
-                        axes=(-2, -1))
-    return np.abs(F).astype(np.float32 if psi.dtype == np.complex64 else np.float64)
+    (float64 if either input is double precision); computed in complex128 throughout.
+    Intensity (expected photon counts for a suitably scaled probe) is its square."""
+    psi, double = _illuminate(obj_patches, probe)
+    return np.abs(_far_field128(psi)).astype(np.float64 if double else np.float32)
 
 
 # --------------------------------------------------------------------------------------------

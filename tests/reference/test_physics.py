@@ -517,3 +517,15 @@ def test_scales_validation():
         ph.intensity_scale(0.0, 64)
     with pytest.raises(ValueError, match="positive finite"):
         ph.normalize_amplitudes(np.ones((1, 4, 4)), float("nan"))
+
+
+def test_dtypes_integer_input_and_broadcasting():
+    img = np.arange(12, dtype=np.int32).reshape(1, 3, 4)
+    out = ph.translate(img, [[1.0, 0.0]])
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out[0, 1:], img[0, :-1])
+    nll = ph.poisson_nll(np.array([[1.0], [2.0]], dtype=np.float32), np.array([0.0, 1.0, 3.0]))
+    assert nll.shape == (2, 3) and nll.dtype == np.float64
+    assert nll[1, 2] == pytest.approx(2.0 - 3.0 * np.log(2.0))
+    p = ph.extract_patches(np.ones((6, 6), np.float32), [[3, 3]], 4, "fourier")
+    assert p.dtype == np.float32
