@@ -34,6 +34,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from ptycho import physics as _ref
+
 __all__ = [
     "INTERPOLATIONS",
     "to_channels_first",
@@ -58,7 +60,7 @@ __all__ = [
 ]
 
 INTERPOLATIONS = ("bilinear", "fourier")
-_OVERLAP_THRESHOLD = 1e-3
+_OVERLAP_THRESHOLD = _ref.OVERLAP_THRESHOLD
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,16 +239,17 @@ def translate(images, offsets, interpolation: str = "bilinear"):
 # ----------------------------------------------------------------------------------------------
 # patches <-> object
 
-def _window_margin(N: int, interpolation: str) -> int:
-    """Margin of the extraction window, as ``ptycho.physics.window_margin``."""
-    return 1 if interpolation == "bilinear" else max(1, N // 4)
-
-
 def _split_positions(positions, like):
     """Floor (as float) and fractional part of ``(M, 2)`` positions, in the coordinate dtype."""
     pos = tf.cast(positions, _coord_dtype(positions, like))
     ipos = tf.floor(pos)
     return ipos, pos - ipos
+
+
+def _taper2d(N: int, interpolation: str, dtype):
+    """Outer product of ``physics.window_taper`` (the extraction window's edge taper)."""
+    t = _ref.window_taper(N, interpolation)
+    return tf.constant(t[:, None] * t[None, :], dtype=dtype)
 
 
 def extract_patches(obj, positions, N: int, interpolation: str = "bilinear"):
@@ -258,8 +261,10 @@ def extract_patches(obj, positions, N: int, interpolation: str = "bilinear"):
 
     Bilinear: sampled directly with per-patch interpolation matrices (equal to the reference's
     window-and-translate definition). Fourier: as the reference, a window of side
-    ``N + 2·max(1, N//4)`` is cut at the integer part of the position (one-hot selection
-    matrices), moved by ``-fraction`` with the Fourier shift, and its centre kept.
+    ``N + 2·physics.window_margin(N, "fourier")`` is cut at the integer part of the position
+    (one-hot selection matrices), multiplied by ``physics.window_taper``, moved by
+    ``-fraction`` with the Fourier shift, and its centre kept. (The reference skips the taper
+    for integer positions; as the taper is 1 on the kept centre, the result is the same.)
     """
     _check_interpolation(interpolation)
     obj = tf.convert_to_tensor(obj)
@@ -275,12 +280,12 @@ def extract_patches(obj, positions, N: int, interpolation: str = "bilinear"):
         wy = _hat_matrix(N, h, pos[:, 0] - N // 2, rdtype)            # (M, N, H)
         wx = _hat_matrix(N, w, pos[:, 1] - N // 2, rdtype)            # (M, N, W)
         return _sample_shared(obj, wy, wx)
-    mg = _window_margin(N, interpolation)
+    mg = _ref.window_margin(N, interpolation)
     nw = N + 2 * mg
     ipos, frac = _split_positions(positions, obj)
     sy = _hat_matrix(nw, h, ipos[:, 0] - N // 2 - mg, rdtype)         # one-hot (M, Nw, H)
     sx = _hat_matrix(nw, w, ipos[:, 1] - N // 2 - mg, rdtype)
-    windows = _sample_shared(obj, sy, sx)                             # (M, Nw, Nw)
+    windows = _sample_shared(obj, sy, sx) * _taper2d(N, interpolation, obj.dtype)
     moved = translate(windows, -frac, "fourier")
     return moved[:, mg:mg + N, mg:mg + N]
 
@@ -310,11 +315,11 @@ def reassemble_patches(patches, positions, canvas_shape, interpolation: str = "b
         wy = _hat_matrix(N, h, pos[:, 0] - N // 2, rdtype)
         wx = _hat_matrix(N, w, pos[:, 1] - N // 2, rdtype)
         return _place_shared(patches, wy, wx), _place_shared(fps, wy, wx)
-    mg = _window_margin(N, interpolation)
+    mg = _ref.window_margin(N, interpolation)
     ipos, frac = _split_positions(positions, patches)
     padding = [[0, 0], [mg, mg], [mg, mg]]
-    win = translate(tf.pad(patches, padding), frac, "fourier")
-    fwin = translate(tf.pad(fps, padding), frac, "fourier")
+    win = translate(tf.pad(patches, padding), frac, "fourier") * _taper2d(N, interpolation, patches.dtype)
+    fwin = translate(tf.pad(fps, padding), frac, "fourier") * _taper2d(N, interpolation, rdtype)
     nw = N + 2 * mg
     sy = _hat_matrix(nw, h, ipos[:, 0] - N // 2 - mg, rdtype)
     sx = _hat_matrix(nw, w, ipos[:, 1] - N // 2 - mg, rdtype)
@@ -331,19 +336,22 @@ def normalize_overlap(canvas, weight, threshold: float = _OVERLAP_THRESHOLD):
 
 
 def group_reassemble(patches, offsets, pad: int | None = None, interpolation: str = "bilinear",
-                     footprint=None):
+                     footprint=None, threshold: float | None = None):
     """Per-group overlap constraint: average each group's patches on its own canvas, cut back.
 
     patches: ``(B, C, N, N)`` real or complex; offsets: ``(B, C, 2)`` ``(dy, dx)`` =
     ``coords_relative``; pad: canvas margin (default ``N // 2``, canvas side ``N + 2·pad``);
     footprint: ``(N, N)`` weight placed like the patches (default ones; the model passes its
-    central mask when only the central block is predicted).
+    central mask when only the central block is predicted); threshold: coverage threshold,
+    default ``physics.OVERLAP_THRESHOLD`` (1e-3) for bilinear and
+    ``physics.FOURIER_OVERLAP_THRESHOLD`` (0.5) for Fourier (whose shifted footprint rings).
 
     For every group ``b`` independently: each patch is zero-padded to the canvas centre and
     translated by its offset; the footprint is placed the same way; the canvas is
-    ``sum / count`` where ``count > 1e-3`` else 0; each patch is then cut back out by translating
+    ``sum / count`` where ``count > threshold`` else 0; each patch is then cut back out by translating
     the averaged canvas by ``-offset`` and cropping the central ``N×N``. Groups are never mixed,
-    whatever the batch size. Returns ``(B, C, N, N)`` of the patches' dtype.
+    whatever the batch size. Computed internally in float64 / complex128 (as the reference);
+    returns ``(B, C, N, N)`` of the patches' dtype.
     """
     _check_interpolation(interpolation)
     patches = tf.convert_to_tensor(patches)
@@ -358,40 +366,43 @@ def group_reassemble(patches, offsets, pad: int | None = None, interpolation: st
     if pad < 0:
         raise ValueError(f"pad must be >= 0, got {pad}")
     L = N + 2 * pad
-    rdtype = _real_dtype(patches.dtype)
-    fp = tf.ones((N, N), rdtype) if footprint is None else tf.cast(footprint, rdtype)
+    if threshold is None:
+        threshold = (_ref.OVERLAP_THRESHOLD if interpolation == "bilinear"
+                     else _ref.FOURIER_OVERLAP_THRESHOLD)
+    threshold = float(threshold)
+    if not math.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold!r}")
+    fp = tf.ones((N, N), tf.float64) if footprint is None else tf.cast(footprint, tf.float64)
     if fp.shape != (N, N):
         raise ValueError(f"footprint must have shape ({N}, {N}), got {tuple(fp.shape)}")
+    # Computed in double precision, like the reference: where the summed footprint is small
+    # (the soft edge of a shifted footprint, down to the 1e-3 threshold) the division would
+    # amplify float32 round-off up to a thousandfold.
+    wide = tf.complex128 if patches.dtype.is_complex else tf.float64
     b = tf.shape(patches)[0]
-    flat = tf.reshape(patches, [-1, N, N])                            # (B*C, N, N)
-    flat_off = tf.reshape(offsets, [-1, 2])
-    fps = tf.broadcast_to(fp[None], tf.shape(flat))
+    flat = tf.reshape(tf.cast(patches, wide), [-1, N, N])             # (B*C, N, N)
+    flat_off = tf.reshape(tf.cast(offsets, tf.float64), [-1, 2])
+    fps = tf.broadcast_to(tf.cast(fp, tf.float64)[None], tf.shape(flat))
     if interpolation == "bilinear":
-        cdtype = _coord_dtype(offsets, patches)
-        off = tf.cast(flat_off, cdtype)
         # place[y, r] = hat(r + pad - (y - dy)): zero-pad to the canvas centre, then shift.
-        ay = _hat_matrix(L, N, -off[:, 0] - pad, rdtype)              # (B*C, L, N)
-        ax = _hat_matrix(L, N, -off[:, 1] - pad, rdtype)
+        ay = _hat_matrix(L, N, -flat_off[:, 0] - pad, tf.float64)    # (B*C, L, N)
+        ax = _hat_matrix(L, N, -flat_off[:, 1] - pad, tf.float64)
         placed = _apply_rows_cols(flat, ay, ax)                       # (B*C, L, L)
         placed_fp = _apply_rows_cols(fps, ay, ax)
     else:
-        # Double precision: the Fourier-shifted footprint rings, and where its sum is close to
-        # the threshold the division would amplify float32 round-off of the FFTs ~1000-fold.
         padding = [[0, 0], [pad, pad], [pad, pad]]
-        wide = tf.complex128 if patches.dtype.is_complex else tf.float64
-        flat_off = tf.cast(flat_off, tf.float64)
-        placed = translate(tf.pad(tf.cast(flat, wide), padding), flat_off, "fourier")
-        placed_fp = translate(tf.pad(tf.cast(fps, tf.float64), padding), flat_off, "fourier")
+        placed = translate(tf.pad(flat, padding), flat_off, "fourier")
+        placed_fp = translate(tf.pad(fps, padding), flat_off, "fourier")
     canvas = tf.reduce_sum(tf.reshape(placed, tf.stack([b, c, L, L])), axis=1)      # (B, L, L)
     count = tf.reduce_sum(tf.reshape(placed_fp, tf.stack([b, c, L, L])), axis=1)
-    avg = normalize_overlap(canvas, count)
+    avg = normalize_overlap(canvas, count, threshold)
     avg_rep = tf.reshape(tf.repeat(avg[:, None], c, axis=1), [-1, L, L])         # (B*C, L, L)
     if interpolation == "bilinear":
         # Translating by -offset and cropping the centre is the transpose of the placement.
         out = _apply_rows_cols(avg_rep, tf.transpose(ay, (0, 2, 1)), tf.transpose(ax, (0, 2, 1)))
     else:
         out = translate(avg_rep, -flat_off, "fourier")[:, pad:pad + N, pad:pad + N]
-        out = tf.cast(out, patches.dtype)
+    out = tf.cast(out, patches.dtype)
     return tf.reshape(out, tf.stack([b, c, N, N]))
 
 
