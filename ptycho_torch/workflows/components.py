@@ -1,0 +1,248 @@
+"""Training workflow of the PyTorch backend: CLI/YAML input → one payload → trained bundle.
+
+``build_training_payload`` turns the flags the user gave and the ``--config`` file into one
+:class:`~ptycho.payload.TrainingPayload` (config via ``ptycho.config_bridge.resolve_config``,
+data statistics from the training file, the file's probe, the overrides and the files' sha256).
+``run_training`` hands that same object to the data module, the Lightning module and the
+Trainer arguments, trains, and writes into ``training.output_dir``:
+
+* ``model/`` — the model bundle (``ptycho.bundle.write_bundle``: manifest, ``model.pt`` state
+  dict of plain tensors, ``probe.npy``), holding the weights and the trained intensity scale of
+  the best epoch by the monitored loss;
+* ``history.json`` and ``history.csv`` — per-epoch losses, learning rate and intensity scale;
+* ``loss_curve.png``;
+* ``checkpoints/`` (``last.ckpt`` after every epoch, ``best-epoch=E.ckpt``), ``logs/``;
+* ``torch_patch_stats.json`` and ``torch_patch_grid.png`` with ``log_patch_stats``.
+
+With ``training.resume`` the run continues from ``checkpoints/last.ckpt`` (model, optimiser,
+scheduler, callbacks and the history so far). Files are written atomically, and the bundle only
+after training finished, so an interrupted run never leaves a partial bundle behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
+
+from ptycho.atomic import atomic_write_json, atomic_write_text
+from ptycho.config import ConfigError
+from ptycho.config_bridge import resolve_config
+from ptycho.data.contract import PtychoData, load_npz
+from ptycho.payload import DataStatistics, TrainingPayload, file_provenance
+
+__all__ = [
+    "BUNDLE_DIRNAME",
+    "WEIGHTS_FILENAME",
+    "HISTORY_KEYS",
+    "TrainingResult",
+    "build_training_payload",
+    "make_history_callback",
+    "run_training",
+    "write_history",
+    "save_state_dict",
+    "load_state_dict",
+]
+
+BUNDLE_DIRNAME = "model"
+WEIGHTS_FILENAME = "model.pt"
+HISTORY_KEYS = ("train_loss", "val_loss", "train_nll_full", "val_nll_full")
+
+
+def build_training_payload(cli_overrides: Optional[Mapping[str, Any]] = None,
+                           config_path: Optional[str] = None
+                           ) -> tuple[TrainingPayload, PtychoData, Optional[PtychoData]]:
+    """Resolve the config (defaults < ``config_path`` < CLI) and build the run's payload.
+
+    Returns ``(payload, train_data, test_data)``; the loaded scans are returned so that they
+    are read only once. Statistics come from the training file's amplitudes (``data.nphotons``
+    replaces the measured mean photons when given). Raises ``ConfigError`` without a training
+    file and ``DataContractError`` for a bad file.
+    """
+    config, overrides = resolve_config(cli_overrides or {}, yaml_path=config_path,
+                                       context="training")
+    if config.data.train_data_file is None:
+        raise ConfigError("data.train_data_file: required; give --train_data_file or set it in "
+                          "the --config file")
+    train = load_npz(config.data.train_data_file)
+    test = load_npz(config.data.test_data_file) if config.data.test_data_file else None
+    for data in (train, test):
+        if data is not None and data.N != config.model.N:
+            raise ConfigError(f"model.N: got {config.model.N} but {data.source} holds "
+                              f"{data.N}x{data.N} patterns; pass --N {data.N}")
+    stats = DataStatistics.from_amplitudes(train.diffraction, nphotons=config.data.nphotons)
+    provenance = file_provenance([config.data.train_data_file, config.data.test_data_file])
+    payload = TrainingPayload(config=config, stats=stats, probe=train.probe,
+                              overrides=overrides, provenance=provenance)
+    return payload, train, test
+
+
+def make_history_callback():
+    """A Lightning callback that records per-epoch metrics and survives checkpoint/resume."""
+    from lightning.pytorch.callbacks import Callback
+
+    class HistoryCallback(Callback):
+        """Per-epoch ``epoch``, losses (``HISTORY_KEYS``), ``lr`` and ``intensity_scale``."""
+
+        def __init__(self) -> None:
+            self.history: dict[str, list] = {k: [] for k in ("epoch",) + HISTORY_KEYS
+                                             + ("lr", "intensity_scale")}
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            metrics = trainer.callback_metrics
+            self.history["epoch"].append(int(trainer.current_epoch))
+            for key in HISTORY_KEYS:
+                value = metrics.get(key)
+                self.history[key].append(float(value) if value is not None else math.nan)
+            opt = trainer.optimizers[0] if trainer.optimizers else None
+            self.history["lr"].append(float(opt.param_groups[0]["lr"]) if opt else math.nan)
+            self.history["intensity_scale"].append(pl_module.model.intensity_scale_value())
+
+        def state_dict(self) -> dict:
+            return {"history": {k: list(v) for k, v in self.history.items()}}
+
+        def load_state_dict(self, state_dict: dict) -> None:
+            saved = state_dict.get("history", {})
+            for k in self.history:
+                self.history[k] = [int(v) if k == "epoch" else float(v)
+                                   for v in saved.get(k, [])]
+
+    return HistoryCallback()
+
+
+def write_history(history: Mapping[str, list], output_dir: Path) -> dict[str, Path]:
+    """Write ``history.json``, ``history.csv`` and ``loss_curve.png`` (atomically)."""
+    from ptycho.plotting import save_loss_curve_png
+
+    def clean(v: Any) -> Any:
+        return v if not isinstance(v, float) or math.isfinite(v) else None
+
+    data = {k: [clean(v) for v in vals] for k, vals in history.items()}
+    paths = {"json": atomic_write_json(output_dir / "history.json", data)}
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    keys = list(history)
+    writer.writerow(keys)
+    for row in zip(*(history[k] for k in keys)):
+        writer.writerow(["" if v is None or (isinstance(v, float) and not math.isfinite(v))
+                         else repr(v) if isinstance(v, float) else v for v in row])
+    paths["csv"] = atomic_write_text(output_dir / "history.csv", buf.getvalue())
+    curves = {k: history[k] for k in ("train_loss", "val_loss")
+              if any(isinstance(v, float) and math.isfinite(v) for v in history.get(k, []))}
+    if curves:
+        paths["png"] = save_loss_curve_png(curves, output_dir / "loss_curve.png",
+                                           title="PyTorch training loss (Poisson NLL per pixel)")
+    return paths
+
+
+def save_state_dict(module, path: Path) -> None:
+    """``torch.save`` of the model's state dict as plain CPU tensors (readable with
+    ``weights_only=True``)."""
+    import torch
+
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+    torch.save(state, path)
+
+
+def load_state_dict(path: Path) -> dict:
+    """Read a state dict written by :func:`save_state_dict`, never unpickling objects."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a state dict of tensors")
+    return state
+
+
+@dataclass
+class TrainingResult:
+    """What ``run_training`` produced."""
+
+    bundle_dir: Path
+    history: dict
+    intensity_scale: float
+    best_epoch: Optional[int]
+    epochs_run: int
+    output_files: dict = field(default_factory=dict)
+    module: Any = None
+    trainer: Any = None
+
+
+def _restore_best(module, ckpt_callback) -> Optional[int]:
+    """Load the best checkpoint's weights into ``module``; returns its epoch (None if none)."""
+    import torch
+
+    best = getattr(ckpt_callback, "best_model_path", "")
+    if not best or not Path(best).is_file():
+        return None
+    ckpt = torch.load(best, map_location="cpu", weights_only=True)
+    module.load_state_dict(ckpt["state_dict"])
+    return int(ckpt.get("epoch", -1))
+
+
+def run_training(payload: TrainingPayload, train_data: Optional[PtychoData] = None,
+                 test_data: Optional[PtychoData] = None,
+                 extra_callbacks: Iterable[Any] = ()) -> TrainingResult:
+    """Train one model from ``payload`` and write the bundle and reports (see module doc)."""
+    from lightning import pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from ptycho.bundle import write_bundle
+    from ptycho_torch.config_bridge import last_checkpoint_path, trainer_kwargs
+    from ptycho_torch.data_module import PtychoDataModule
+    from ptycho_torch.lightning_module import PtychoLightningModule
+
+    cfg = payload.config
+    out = Path(cfg.training.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = None
+    if cfg.training.resume:
+        ckpt_path = last_checkpoint_path(out)
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"resume requested but there is no checkpoint at {ckpt_path}; "
+                                    "run without --resume first")
+    pl.seed_everything(cfg.execution.seed, workers=True, verbose=False)
+    dm = PtychoDataModule(payload, train_data, test_data)
+    dm.setup()
+    monitor = "val_loss" if dm.has_validation else "train_loss"
+    module = PtychoLightningModule(payload, monitor=monitor)
+    history_cb = make_history_callback()
+    trainer = pl.Trainer(**trainer_kwargs(payload, monitor, [history_cb, *extra_callbacks]))
+    trainer.fit(module, datamodule=dm, ckpt_path=None if ckpt_path is None else str(ckpt_path),
+                weights_only=True)
+    if trainer.interrupted:
+        raise KeyboardInterrupt(f"training was interrupted; no bundle was written. Continue with "
+                                f"--resume from {last_checkpoint_path(out)}")
+
+    history = history_cb.history
+    ckpt_cb = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))
+    best_epoch = _restore_best(module, ckpt_cb)
+    scale = module.trained_intensity_scale()
+    files = write_history(history, out)
+    stats_files = module.patch_stats_written()
+    if stats_files:
+        files["patch_stats"] = Path(stats_files["json"])
+        files["patch_grid"] = Path(stats_files["png"])
+
+    def finite_last(key: str) -> Optional[float]:
+        vals = [v for v in history.get(key, []) if math.isfinite(v)]
+        return vals[-1] if vals else None
+
+    summary = {"epochs_run": len(history["epoch"]), "best_epoch": best_epoch,
+               "monitor": monitor,
+               "best_score": (float(ckpt_cb.best_model_score)
+                              if ckpt_cb.best_model_score is not None else None),
+               "final": {k: finite_last(k) for k in HISTORY_KEYS},
+               "trained_intensity_scale": scale,
+               "initial_intensity_scale": payload.stats.intensity_scale}
+    bundle_dir = write_bundle(
+        out / BUNDLE_DIRNAME, backend="torch", payload=payload,
+        write_weights=lambda p: save_state_dict(module.model, p),
+        weights_filename=WEIGHTS_FILENAME, intensity_scale=scale, history_summary=summary)
+    files["bundle"] = bundle_dir
+    return TrainingResult(bundle_dir=bundle_dir, history=history, intensity_scale=scale,
+                          best_epoch=best_epoch, epochs_run=len(history["epoch"]),
+                          output_files=files, module=module, trainer=trainer)
