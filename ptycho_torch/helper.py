@@ -37,8 +37,6 @@ __all__ = [
 
 INTERPOLATIONS = ("bilinear", "fourier")
 
-_COUNT_THRESHOLD = 1e-3
-
 
 def _check_interpolation(interpolation: str) -> None:
     if interpolation not in INTERPOLATIONS:
@@ -134,9 +132,10 @@ def extract_patches(obj: torch.Tensor, positions: torch.Tensor, N: int,
     obj: (H, W) real or complex; positions: (M, 2) float (y, x) patch centres in object pixels.
     Returns (M, N, N) with ``out[m, i, j] = obj(y_m - N//2 + i, x_m - N//2 + j)``; pixels outside
     the object are 0. As in ``ptycho.physics.extract_patches``: bilinear is bilinear sampling of
-    the zero-extended object; Fourier cuts a window of side ``N + 2*margin`` (margin
-    ``max(1, N//4)``) at ``floor(position) - N//2 - margin``, translates it by the negative
-    fractional part of the position and keeps the central N x N.
+    the zero-extended object; Fourier cuts a window of side ``N + 2*margin``
+    (``ptycho.physics.window_margin``) at ``floor(position) - N//2 - margin``, multiplies it by
+    the raised-cosine ``window_taper`` along both axes, translates it by the negative fractional
+    part of the position and keeps the central N x N.
     """
     _check_interpolation(interpolation)
     if obj.dim() != 2:
@@ -150,11 +149,15 @@ def extract_patches(obj: torch.Tensor, positions: torch.Tensor, N: int,
     pos = positions.to(_real_dtype(obj))
     if interpolation == "bilinear":
         return _sample_bilinear(obj, pos - float(N // 2), N)
-    margin = max(1, N // 4)
+    from ptycho.physics import window_margin, window_taper
+
+    margin = window_margin(N, interpolation)
+    t = torch.as_tensor(window_taper(N, interpolation), dtype=_real_dtype(obj), device=obj.device)
     base = torch.floor(pos)
     frac = pos - base
     window = _sample_bilinear(obj, base - float(N // 2 + margin), N + 2 * margin)
-    moved = translate(window, -frac, interpolation)
+    # The taper is 1 on the central N x N, so integer positions still give exact slices.
+    moved = translate(window * (t[:, None] * t[None, :]), -frac, interpolation)
     return moved[:, margin:margin + N, margin:margin + N]
 
 
@@ -194,16 +197,19 @@ def central_mask(N: int, *, dtype: torch.dtype = torch.float32,
 
 def group_reassemble(patches: torch.Tensor, offsets: torch.Tensor, pad: int | None = None,
                      interpolation: str = "bilinear",
-                     footprint: torch.Tensor | None = None) -> torch.Tensor:
+                     footprint: torch.Tensor | None = None,
+                     threshold: float | None = None) -> torch.Tensor:
     """Overlap constraint: average the C patches of each group where they overlap.
 
     patches: (B, C, N, N) real or complex; offsets: (B, C, 2) (dy, dx) = coords_relative of each
     member relative to its group centre. For each group independently: a canvas of side
     ``N + 2*pad`` (pad default N//2); each patch is zero-padded to the canvas centre and translated
     by its offset; ``footprint`` (N, N) (default ones) is placed the same way into a count canvas;
-    the average ``sum / count`` (0 where count <= 1e-3) is translated back by ``-offset`` and the
-    central N x N cut out. Returns (B, C, N, N) of the patches' dtype. Groups never mix, whatever
-    the batch size. The Fourier variant computes in double precision internally.
+    the average ``sum / count`` (0 where count <= threshold) is translated back by ``-offset``
+    and the central N x N cut out. ``threshold`` defaults to ``ptycho.physics.OVERLAP_THRESHOLD``
+    (1e-3) for bilinear and ``FOURIER_OVERLAP_THRESHOLD`` (0.5) for Fourier, whose shifted
+    footprint rings beyond its edge. Returns (B, C, N, N) of the patches' dtype. Groups never
+    mix, whatever the batch size.
     """
     _check_interpolation(interpolation)
     if patches.dim() != 4:
@@ -219,14 +225,11 @@ def group_reassemble(patches: torch.Tensor, offsets: torch.Tensor, pad: int | No
     pad = N // 2 if pad is None else int(pad)
     if pad < 0:
         raise ValueError(f"pad must be >= 0, got {pad}")
-    if interpolation == "fourier" and _real_dtype(patches) != torch.float64:
-        # A Fourier shift is global: pixels where the ringing footprint count only just exceeds
-        # the threshold (sum / tiny count) leak into every read-back patch, and in single
-        # precision their rounding noise would dominate the result. Work in double precision.
-        work = patches.to(torch.complex128 if patches.is_complex() else torch.float64)
-        out = group_reassemble(work, offsets.to(torch.float64), pad, interpolation,
-                               None if footprint is None else footprint.to(torch.float64))
-        return out.to(patches.dtype)
+    if threshold is None:
+        from ptycho.physics import FOURIER_OVERLAP_THRESHOLD, OVERLAP_THRESHOLD
+
+        threshold = OVERLAP_THRESHOLD if interpolation == "bilinear" else FOURIER_OVERLAP_THRESHOLD
+    threshold = float(threshold)
     rdtype = _real_dtype(patches)
     if footprint is None:
         footprint = torch.ones(N, N, dtype=rdtype, device=patches.device)
@@ -241,7 +244,7 @@ def group_reassemble(patches: torch.Tensor, offsets: torch.Tensor, pad: int | No
     counts = translate(fp, flat_off, interpolation).reshape(B, C, L, L)
     total = placed.sum(dim=1)  # (B, L, L): summed within each group only
     count = counts.sum(dim=1)
-    keep = count > _COUNT_THRESHOLD
+    keep = count > threshold
     safe = torch.where(keep, count, torch.ones_like(count))
     avg = torch.where(keep, total / safe, torch.zeros_like(total))
     avg = avg[:, None].expand(B, C, L, L).reshape(B * C, L, L)

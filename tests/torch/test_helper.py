@@ -190,3 +190,13 @@ def test_physics_chain_gradcheck():
         return helper.poisson_nll(lam, K).sum()
 
     assert torch.autograd.gradcheck(chain, (obj,))
+
+
+@pytest.mark.parametrize("threshold", [1e-3, 0.9])
+def test_group_reassemble_threshold_matches_reference(threshold):
+    patches, offsets = _group_case(12, 3, 2)
+    p64, o64 = patches.astype(np.complex128), offsets.astype(np.float64)
+    out = helper.group_reassemble(torch.from_numpy(p64), torch.from_numpy(o64),
+                                  interpolation="fourier", threshold=threshold)
+    _close(out, ref.group_reassemble(p64, o64, interpolation="fourier", threshold=threshold),
+           rtol=1e-9)
