@@ -1,0 +1,61 @@
+"""ptycho_torch.config_bridge: payload -> Trainer kwargs, logger, callbacks."""
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("lightning")
+
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar  # noqa: E402
+from lightning.pytorch.loggers import CSVLogger  # noqa: E402
+
+from ptycho_torch import config_bridge as cb  # noqa: E402
+from torch_testdata import make_payload  # noqa: E402
+
+
+def test_trainer_kwargs_carry_every_execution_and_training_setting(tiny_scan, tmp_path):
+    payload = make_payload(
+        tiny_scan, output_dir=tmp_path / "run",
+        training={"max_epochs": 7, "early_stopping_patience": 2},
+        execution={"accelerator": "cpu", "devices": "1", "strategy": "auto",
+                   "precision": "bf16-mixed", "deterministic": True, "logger": "csv"})
+    kw = cb.trainer_kwargs(payload, monitor="val_loss")
+    assert kw["max_epochs"] == 7 and kw["accelerator"] == "cpu" and kw["devices"] == 1
+    assert kw["strategy"] == "auto" and kw["precision"] == "bf16-mixed"
+    assert kw["deterministic"] is True and kw["enable_progress_bar"] is True
+    assert kw["default_root_dir"] == str(tmp_path / "run")
+    assert isinstance(kw["logger"], CSVLogger)
+    assert kw["logger"].save_dir == str(tmp_path / "run")
+    ckpt = next(c for c in kw["callbacks"] if isinstance(c, ModelCheckpoint))
+    assert ckpt.dirpath == str(tmp_path / "run" / "checkpoints") and ckpt.save_last
+    assert ckpt.monitor == "val_loss"
+    stop = next(c for c in kw["callbacks"] if isinstance(c, EarlyStopping))
+    assert stop.patience == 2 and stop.monitor == "val_loss"
+    assert any(isinstance(c, TQDMProgressBar) for c in kw["callbacks"])
+    assert cb.last_checkpoint_path(tmp_path / "run") == tmp_path / "run" / "checkpoints" / "last.ckpt"
+
+
+def test_logger_none_and_extra_callbacks(tiny_scan, tmp_path):
+    payload = make_payload(tiny_scan, output_dir=tmp_path, execution={"logger": "none"})
+    marker = object()
+    kw = cb.trainer_kwargs(payload, monitor="train_loss", extra_callbacks=[marker])
+    assert kw["logger"] is False and kw["callbacks"][-1] is marker
+
+
+def test_gpu_without_cuda_is_an_error_not_a_silent_cpu_run(tiny_scan, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    payload = make_payload(tiny_scan, output_dir=tmp_path, execution={"accelerator": "gpu"})
+    with pytest.raises(RuntimeError, match="gpu"):
+        cb.trainer_kwargs(payload)
+    assert cb.resolve_accelerator("auto") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert cb.resolve_accelerator("gpu") == "cuda" and cb.resolve_accelerator("auto") == "cuda"
+
+
+def test_tensorboard_logger_needs_the_package(tiny_scan, tmp_path, monkeypatch):
+    import importlib.util
+
+    payload = make_payload(tiny_scan, output_dir=tmp_path, execution={"logger": "tensorboard"})
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("tensorboard") else real(name, *a))
+    with pytest.raises(RuntimeError, match="tensorboard"):
+        cb.build_logger(payload)
