@@ -1,0 +1,419 @@
+"""Training and inference orchestration of the TensorFlow backend.
+
+Training (:func:`build_training_payload`, :func:`run_training`): CLI flags and the ``--config``
+file become one :class:`~ptycho.payload.TrainingPayload` (config via
+``ptycho.config_bridge.resolve_config``; ``model.N`` defaults to the data's pattern size when
+neither the flags nor the file set it; statistics from the training file; the file's probe;
+overrides; sha256 provenance). That one object drives the whole run and is written into the
+bundle. ``run_training`` writes into ``training.output_dir``:
+
+* ``model/`` -- the model bundle (``ptycho.bundle.write_bundle``: manifest, ``model.weights.h5``,
+  ``probe.npy``) with the weights of the best epoch and the *trained* intensity scale;
+* ``history.json``, ``history.csv``, ``loss_curve.png``;
+* with ``log_patch_stats``: ``tf_patch_stats.json`` and ``tf_patch_grid.png`` of the model's
+  predicted object patches for the first training and validation batches.
+
+Inference (:func:`resolve_inference_payload`, :func:`run_inference`): the bundle fixes the model
+settings; the test data are grouped like the training data (gridsize, K, seed) and normalised by
+their own normalisation factor; every group is predicted batch by batch (the last partial batch
+included) and stitched at once into a ``ptycho.stitch.Stitcher``. Outputs are described in
+:mod:`ptycho.inference`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+import numpy as np
+
+from ptycho.config import ConfigError, DataConfig, PtychoConfig
+from ptycho.config_bridge import Override, resolve_config
+
+__all__ = ["BUNDLE_DIRNAME", "WEIGHTS_FILENAME", "BACKEND", "TrainingResult", "InferenceResult",
+           "build_training_payload", "configure_execution", "run_training",
+           "resolve_bundle_dir", "resolve_inference_payload", "load_model", "run_inference"]
+
+BUNDLE_DIRNAME = "model"
+WEIGHTS_FILENAME = "model.weights.h5"
+BACKEND = "tf"
+
+
+# ------------------------------------------------------------------------------ execution
+def configure_execution(execution) -> str:
+    """Apply ``ExecutionConfig`` to TensorFlow (devices, determinism); returns the device used.
+
+    ``accelerator="cpu"`` hides the GPUs (only possible before TensorFlow has initialised its
+    devices; afterwards a visible GPU raises ``RuntimeError``); ``"gpu"`` requires one;
+    ``"auto"`` uses a GPU when present. ``deterministic`` enables TensorFlow op determinism.
+    Distributed strategies and multiple devices are not supported by this backend.
+    """
+    import tensorflow as tf
+
+    if execution.devices not in ("1", "auto"):
+        raise ConfigError(f"execution.devices: the TensorFlow backend runs on one device, got "
+                          f"{execution.devices!r}")
+    if execution.strategy not in ("auto", "single_device"):
+        raise ConfigError(f"execution.strategy: the TensorFlow backend has no strategy "
+                          f"{execution.strategy!r}; use 'auto'")
+    gpus = tf.config.list_physical_devices("GPU")
+    if execution.accelerator == "cpu" and gpus:
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError as exc:
+            raise RuntimeError(f"cannot hide the GPUs for accelerator='cpu': {exc}") from None
+        gpus = []
+    if execution.accelerator == "gpu" and not gpus:
+        raise ConfigError("execution.accelerator: 'gpu' requested but TensorFlow sees no GPU")
+    if execution.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    return "gpu" if gpus else "cpu"
+
+
+def _peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss     # kB on Linux, bytes on macOS
+    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
+
+
+# ------------------------------------------------------------------------------ training
+def build_training_payload(cli_overrides: Optional[Mapping[str, Any]] = None,
+                           config_path: Optional[str] = None):
+    """Resolve the config (defaults < ``config_path`` < CLI) and build the run's payload.
+
+    Returns ``(payload, train_data, test_data)`` (the scans are read once). When neither the
+    flags nor the file set ``model.N`` it is taken from the training data (recorded as an
+    override with source ``"data"``); an explicit N that differs from the data is an error.
+    """
+    from ptycho.data.contract import load_npz
+    from ptycho.payload import DataStatistics, TrainingPayload, file_provenance
+
+    config, overrides = resolve_config(cli_overrides or {}, yaml_path=config_path,
+                                       context="training")
+    if config.data.train_data_file is None:
+        raise ConfigError("data.train_data_file: required; give --train_data_file or set it in "
+                          "the --config file")
+    train = load_npz(config.data.train_data_file)
+    test = load_npz(config.data.test_data_file) if config.data.test_data_file else None
+    if not any(o.key == "model.N" and o.source in ("cli", "yaml") for o in overrides) \
+            and train.N != config.model.N:
+        old = config.model.N
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, N=train.N))
+        overrides = tuple(overrides) + (Override("data", "model.N", old, train.N,
+                                                 origin=str(config.data.train_data_file)),)
+    for data in (train, test):
+        if data is not None and data.N != config.model.N:
+            raise ConfigError(f"model.N: got {config.model.N} but {data.source} holds "
+                              f"{data.N}x{data.N} patterns")
+    if config.training.resume:
+        raise ConfigError("training.resume: not supported by the TensorFlow backend")
+    stats = DataStatistics.from_amplitudes(train.diffraction, nphotons=config.data.nphotons)
+    provenance = file_provenance([config.data.train_data_file, config.data.test_data_file])
+    payload = TrainingPayload(config=config, stats=stats, probe=train.probe,
+                              overrides=overrides, provenance=provenance)
+    return payload, train, test
+
+
+@dataclass
+class TrainingResult:
+    """What :func:`run_training` produced."""
+
+    bundle_dir: Path
+    history: dict
+    intensity_scale: float
+    epochs_run: int
+    best_epoch: int
+    output_files: dict = field(default_factory=dict)
+
+
+def _split_groups(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random ``(train_idx, val_idx)``; at least one training group is kept."""
+    n_val = int(math.floor(n * fraction))
+    n_val = min(n_val, n - 1)
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def run_training(payload, train_data, test_data=None, *,
+                 log: Callable[[str], None] = print) -> TrainingResult:
+    """Train on ``train_data`` (validate on ``test_data`` or a held-out fraction of groups)
+    with the settings of ``payload`` and write the bundle and history files (module doc)."""
+    import keras
+
+    from ptycho import tf_training
+    from ptycho.atomic import atomic_write_json
+    from ptycho.bundle import write_bundle
+    from ptycho.config_bridge import to_keras_callback_kwargs, to_keras_fit_kwargs
+    from ptycho.data.prepare import prepare_grouped_arrays
+    from ptycho.model import build_model
+    from ptycho.physics import normalization_factor
+
+    cfg = payload.config
+    m, d, t, ex = cfg.model, cfg.data, cfg.training, cfg.execution
+    out = Path(t.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = configure_execution(ex)
+    keras.utils.set_random_seed(ex.seed)
+    supervised = m.mode == "supervised"
+    grouped = prepare_grouped_arrays(train_data, m.gridsize, payload.stats.normalization_factor,
+                                     n_groups=d.n_groups, K=d.K, seed=d.seed,
+                                     with_ground_truth=supervised, interpolation=m.interpolation)
+    if test_data is not None:
+        vgrouped = prepare_grouped_arrays(test_data, m.gridsize,
+                                          normalization_factor(test_data.diffraction),
+                                          K=d.K, seed=d.seed, with_ground_truth=supervised,
+                                          interpolation=m.interpolation)
+        train_split = tf_training.split_from_grouped(grouped)
+        val_split = tf_training.split_from_grouped(vgrouped)
+    else:
+        tr_idx, va_idx = _split_groups(len(grouped), t.validation_fraction, d.seed)
+        train_split = tf_training.split_from_grouped(grouped, tr_idx)
+        val_split = tf_training.split_from_grouped(grouped, va_idx) if len(va_idx) else None
+    log(f"ptycho.train: {len(train_split)} training groups, "
+        f"{0 if val_split is None else len(val_split)} validation groups of "
+        f"{m.gridsize ** 2} patterns ({m.N}x{m.N}); device {device}; precision {ex.precision}; "
+        f"XLA {'on' if ex.jit_compile else 'off'}")
+
+    model = build_model(m, payload.probe, payload.stats.intensity_scale,
+                        payload.stats.normalization_factor, precision=ex.precision)
+    patch_logger = None
+    if t.log_patch_stats:
+        from ptycho.patch_stats import PatchStatsLogger
+
+        patch_logger = PatchStatsLogger(out, BACKEND, m.gridsize, limit=t.patch_stats_limit)
+    fit_kwargs = to_keras_fit_kwargs(cfg)
+    result = tf_training.fit(
+        model, train_split, val_split, epochs=fit_kwargs["epochs"],
+        batch_size=fit_kwargs["batch_size"], learning_rate=t.learning_rate,
+        callback_kwargs=to_keras_callback_kwargs(cfg), seed=ex.seed, jit_compile=ex.jit_compile,
+        precision=ex.precision, patch_logger=patch_logger, log=log)
+
+    files: dict[str, Any] = {}
+    files.update({f"history_{k}": v for k, v in tf_training.write_history(
+        result.history, out, title="TensorFlow training loss (Poisson NLL per pixel)"
+        if not supervised else "TensorFlow training loss (supervised MAE)").items()})
+    if patch_logger is not None and patch_logger.entries:
+        written = patch_logger.write()
+        files["patch_stats"], files["patch_grid"] = Path(written["json"]), Path(written["png"])
+    scale = model.intensity_scale_value()           # the trained value, after best-epoch restore
+    h = result.history
+    best = result.best_epoch
+    summary = {"epochs_run": result.epochs_run, "best_epoch": best, "monitor": result.monitor,
+               "stopped_early": result.stopped_early,
+               "final_train_loss": h["train_loss"][-1], "final_val_loss": h["val_loss"][-1],
+               "best_monitored_loss": h[result.monitor][best] if best >= 0 else math.nan,
+               "intensity_scale_initial": payload.stats.intensity_scale,
+               "intensity_scale_trained": scale}
+    bundle_dir = write_bundle(out / BUNDLE_DIRNAME, backend=BACKEND, payload=payload,
+                              write_weights=lambda p: model.save_weights(str(p)),
+                              weights_filename=WEIGHTS_FILENAME, intensity_scale=scale,
+                              history_summary=summary)
+    files["bundle"] = bundle_dir
+    files["payload"] = atomic_write_json(out / "training_payload.json", payload.to_dict())
+    return TrainingResult(bundle_dir=bundle_dir, history=result.history, intensity_scale=scale,
+                          epochs_run=result.epochs_run, best_epoch=best, output_files=files)
+
+
+# ------------------------------------------------------------------------------ inference
+def resolve_bundle_dir(model_path) -> Path:
+    """``model_path`` itself when it holds a manifest, else ``model_path/model`` (a training
+    output directory); ``BundleError`` when neither does."""
+    from ptycho.bundle import MANIFEST_NAME, BundleError
+
+    p = Path(model_path)
+    if (p / MANIFEST_NAME).is_file():
+        return p
+    if (p / BUNDLE_DIRNAME / MANIFEST_NAME).is_file():
+        return p / BUNDLE_DIRNAME
+    raise BundleError(f"{p}: no {MANIFEST_NAME} here or in {p / BUNDLE_DIRNAME}; --model_path "
+                      "must be a model bundle directory (or a training output directory)")
+
+
+def resolve_inference_payload(cli_overrides: Optional[Mapping[str, Any]] = None,
+                              config_path: Optional[str] = None):
+    """Flags + config file -> ``(InferencePayload, LoadedBundle)``.
+
+    Precedence: defaults < the bundle's model settings, K and grouping seed < config file <
+    flags. The bundle is loaded and verified (a bundle without a valid intensity scale is
+    refused by ``ptycho.bundle.load_bundle``); model settings other than the bundle's are
+    refused, as the weights fix them.
+    """
+    from ptycho.bundle import load_bundle
+    from ptycho.payload import InferencePayload
+
+    first, _ = resolve_config(cli_overrides or {}, yaml_path=config_path, context="inference")
+    if first.inference.model_path is None:
+        raise ConfigError("inference.model_path: required; give --model_path")
+    if first.inference.test_data is None:
+        raise ConfigError("inference.test_data: required; give --test_data")
+    bundle = load_bundle(resolve_bundle_dir(first.inference.model_path))
+    if bundle.backend != BACKEND:
+        raise ConfigError(f"{bundle.weights_path.parent}: a {bundle.backend!r} bundle cannot be "
+                          "loaded by the TensorFlow backend; use python -m ptycho_torch.inference")
+    trained = bundle.config
+    base = PtychoConfig(model=trained.model, data=DataConfig(K=trained.data.K,
+                                                             seed=trained.data.seed))
+    config, overrides = resolve_config(cli_overrides or {}, yaml_path=config_path, base=base,
+                                       context="inference")
+    if config.model != trained.model:
+        raise ConfigError(f"model settings are fixed by the bundle ({trained.model}); the "
+                          f"config asks for {config.model}")
+    payload = InferencePayload(config=config, bundle_dir=str(bundle.weights_path.parent),
+                               overrides=overrides)
+    return payload, bundle
+
+
+def load_model(bundle, precision: str = "32"):
+    """Rebuild the model of a loaded bundle and load its ``.weights.h5``.
+
+    The model is built with the bundle's config, probe, intensity scale and normalisation
+    factor; after loading, the intensity scale held in the weights must equal the manifest's.
+    """
+    from ptycho.bundle import BundleError
+    from ptycho.model import build_model
+
+    model = build_model(bundle.config.model, bundle.probe, bundle.intensity_scale,
+                        bundle.normalization_factor, precision=precision)
+    try:
+        model.load_weights(str(bundle.weights_path))
+    except (ValueError, KeyError, OSError) as exc:
+        raise BundleError(f"{bundle.weights_path}: weights do not fit the bundle's model "
+                          f"config: {exc}") from None
+    stored = model.intensity_scale_value()
+    if not np.isclose(stored, bundle.intensity_scale, rtol=1e-5):
+        raise BundleError(f"{bundle.weights_path}: intensity scale in the weights ({stored}) "
+                          f"differs from the manifest ({bundle.intensity_scale})")
+    return model
+
+
+@dataclass
+class InferenceResult:
+    """What :func:`run_inference` produced."""
+
+    obj: np.ndarray
+    scanned_mask: np.ndarray
+    origin: tuple
+    n_groups: int
+    n_patterns: int
+    metrics: Optional[dict]
+    timing: dict
+    output_files: dict = field(default_factory=dict)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def run_inference(payload, bundle, *, t_start: Optional[float] = None,
+                  log: Callable[[str], None] = print) -> InferenceResult:
+    """Predict, stitch and write every output of one inference run (see ``ptycho.inference``)."""
+    import tensorflow as tf
+
+    from ptycho.atomic import atomic_save_npz, atomic_write_json
+    from ptycho.data.contract import load_npz
+    from ptycho.data.prepare import iter_grouped_batches, prepare_grouped_arrays
+    from ptycho.physics import normalization_factor
+    from ptycho.plotting import save_complex_image_png
+    from ptycho.stitch import Stitcher, canvas_for_positions
+
+    t0 = time.perf_counter() if t_start is None else t_start
+    cfg = payload.config
+    inf, m, ex = cfg.inference, cfg.model, cfg.execution
+    out = Path(inf.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = configure_execution(ex)
+    model = load_model(bundle, precision=ex.precision)
+    data = load_npz(inf.test_data)
+    if data.N != m.N:
+        raise ValueError(f"{data.source}: patterns are {data.N}x{data.N} but the model was "
+                         f"trained with N={m.N}")
+    factor = normalization_factor(data.diffraction)
+    grouped = prepare_grouped_arrays(data, m.gridsize, factor, n_groups=cfg.data.n_groups,
+                                     K=cfg.data.K, seed=cfg.data.seed,
+                                     interpolation=m.interpolation)
+    N, C = m.N, grouped.C
+    if data.object is not None:
+        canvas_shape, origin = tuple(data.object.shape), (0, 0)
+    else:
+        canvas_shape, origin = canvas_for_positions(grouped.positions.reshape(-1, 2), N)
+    crop = cfg.resolved_stitch_crop
+    stitcher = Stitcher(canvas_shape, N, crop=crop, interpolation=m.interpolation, origin=origin)
+    patch_logger = None
+    if inf.log_patch_stats:
+        from ptycho.patch_stats import PatchStatsLogger
+
+        patch_logger = PatchStatsLogger(out, BACKEND, m.gridsize, limit=inf.patch_stats_limit)
+    t_load = time.perf_counter() - t0
+    log(f"ptycho.inference: bundle {payload.bundle_dir}: intensity scale "
+        f"{bundle.intensity_scale:.6g} (trained), training normalisation factor "
+        f"{bundle.normalization_factor:.6g}; test data {data.source}: {data.M} patterns, "
+        f"{len(grouped)} groups of {C}, normalisation factor {factor:.6g}; device {device}")
+
+    def predict(X, offsets):
+        return model((X, offsets), training=False)["object"]
+
+    predict_fn = tf.function(predict, jit_compile=ex.jit_compile, reduce_retracing=True)
+    t_predict = t_stitch = 0.0
+    for batch_idx, sl in enumerate(iter_grouped_batches(grouped, inf.batch_size)):
+        ts = time.perf_counter()
+        X = tf.constant(np.transpose(grouped.X[sl], (0, 2, 3, 1)))
+        obj = predict_fn(X, tf.constant(grouped.offsets[sl]))
+        obj_np = np.transpose(obj.numpy(), (0, 3, 1, 2)).astype(np.complex64)   # (B, C, N, N)
+        t_predict += time.perf_counter() - ts
+        ts = time.perf_counter()
+        stitcher.add(obj_np.reshape(-1, N, N), grouped.positions[sl].reshape(-1, 2))
+        if patch_logger is not None:
+            patch_logger.log(obj_np, "inference", batch_idx)
+        t_stitch += time.perf_counter() - ts
+    if stitcher.n_patches != len(grouped) * C:
+        raise RuntimeError(f"stitched {stitcher.n_patches} patches but {len(grouped) * C} were "
+                           "predicted")
+    ts = time.perf_counter()
+    result = stitcher.result()
+    H, W = result.obj.shape
+    used = np.unique(grouped.nn_indices).astype(np.int64)       # scan patterns reconstructed
+    files: dict[str, Any] = {}
+    files["reconstruction"] = atomic_save_npz(out / "reconstruction.npz", {
+        "object": result.obj, "amplitude": np.abs(result.obj).astype(np.float32),
+        "phase": np.angle(result.obj).astype(np.float32), "weight": result.weight,
+        "scanned_mask": result.scanned_mask, "origin": np.asarray(result.origin, np.int64),
+        "canvas_y": result.origin[0] + np.arange(H, dtype=np.float64),
+        "canvas_x": result.origin[1] + np.arange(W, dtype=np.float64),
+        "scan_index": used, "scan_positions": data.positions[used] - np.asarray(result.origin,
+                                                                                np.float64),
+        "stitch_crop": np.int64(crop)})
+    files["amplitude_png"], files["phase_png"] = save_complex_image_png(
+        result.obj, out / "reconstructed_amplitude.png", out / "reconstructed_phase.png",
+        title=f"TensorFlow reconstruction ({Path(inf.test_data).name})")
+    t_stitch += time.perf_counter() - ts
+    metrics = None
+    if data.object is not None:
+        from ptycho.metrics import evaluate_reconstruction
+
+        metrics = evaluate_reconstruction(result.obj, data.object, mask=result.scanned_mask)
+        files["metrics"] = atomic_write_json(out / "metrics.json", _json_safe(metrics))
+    if patch_logger is not None and patch_logger.entries:
+        written = patch_logger.write()
+        files["patch_stats"], files["patch_grid"] = Path(written["json"]), Path(written["png"])
+    total = time.perf_counter() - t0
+    n_patterns = len(grouped) * C
+    timing = {"load_s": t_load, "predict_s": t_predict, "stitch_s": t_stitch, "total_s": total,
+              "n_groups": len(grouped), "n_patterns": n_patterns,
+              "patterns_per_s": n_patterns / t_predict if t_predict > 0 else None,
+              "batch_size": inf.batch_size, "device": device, "jit_compile": ex.jit_compile,
+              "peak_rss_mb": _peak_rss_mb()}
+    files["timing"] = atomic_write_json(out / "timing.json", timing)
+    return InferenceResult(obj=result.obj, scanned_mask=result.scanned_mask, origin=result.origin,
+                           n_groups=len(grouped), n_patterns=n_patterns, metrics=metrics,
+                           timing=timing, output_files=files)
