@@ -1,0 +1,90 @@
+"""Interrupted training: --resume continues from last.ckpt; bundles are never half-written."""
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("lightning")
+
+from ptycho import simulate  # noqa: E402
+from ptycho.bundle import load_bundle  # noqa: E402
+from ptycho_torch import train  # noqa: E402
+from ptycho_torch.lightning_module import PtychoLightningModule  # noqa: E402
+from ptycho_torch.workflows import components  # noqa: E402
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+def _leftovers(out):
+    return [p.name for p in out.iterdir() if p.name.startswith(".model.")]
+
+
+def test_resume_after_crash_and_atomic_bundle(tmp_path, monkeypatch):
+    assert simulate.main(["--output", str(tmp_path / "data.npz"), "--N", "32", "--n-patterns",
+                          "16", "--object", "grf", "--nphotons", "1e6", "--seed", "4",
+                          "--no-preview"]) == 0
+    out = tmp_path / "run"
+    base = ["--train_data_file", str(tmp_path / "data.npz"), "--output_dir", str(out),
+            "--N", "32", "--n_groups", "12", "--batch_size", "6", "--logger", "none",
+            "--accelerator", "cpu", "--validation_fraction", "0.2"]
+    epochs_seen = []
+    real_step = PtychoLightningModule.training_step
+
+    def step(self, batch, batch_idx):
+        epochs_seen.append(self.current_epoch)
+        if crash["epoch"] is not None and self.current_epoch == crash["epoch"] and batch_idx == 1:
+            raise Interrupted("simulated crash inside epoch 2")
+        return real_step(self, batch, batch_idx)
+
+    crash = {"epoch": None}
+    monkeypatch.setattr(PtychoLightningModule, "training_step", step)
+
+    # A: a complete one-epoch run leaves bundle A
+    assert train.main(base + ["--max_epochs", "1"]) == 0
+    first = json.loads((out / "model" / "manifest.json").read_text())
+
+    # B: a longer run crashes inside its second epoch; bundle A is untouched
+    crash["epoch"] = 1
+    with pytest.raises(Interrupted):
+        train.main(base + ["--max_epochs", "2"])
+    assert json.loads((out / "model" / "manifest.json").read_text()) == first
+    assert load_bundle(out / "model").manifest["weights_sha256"] == first["weights_sha256"]
+    last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == 0
+    assert _leftovers(out) == []
+
+    # C: resume continues in epoch 2 from last.ckpt; writing the bundle then fails -> A survives
+    crash["epoch"] = None
+    epochs_seen.clear()
+
+    def broken_save(module, path):
+        path.write_bytes(b"partial")
+        raise OSError("disk full while writing the weights")
+
+    with monkeypatch.context() as m:
+        m.setattr(components, "save_state_dict", broken_save)
+        with pytest.raises(OSError, match="disk full"):
+            train.main(base + ["--max_epochs", "2", "--resume"])
+    assert set(epochs_seen) == {1}                      # epoch 1 (index 0) was not redone
+    assert json.loads((out / "model" / "manifest.json").read_text()) == first
+    assert _leftovers(out) == []
+
+    # D: resume again; training is complete, so it finishes with a valid new bundle
+    assert train.main(base + ["--max_epochs", "2", "--resume"]) == 0
+    bundle = load_bundle(out / "model")
+    assert bundle.manifest["weights_sha256"] != first["weights_sha256"]
+    assert bundle.manifest["history_summary"]["epochs_run"] == 2
+    history = json.loads((out / "history.json").read_text())
+    assert history["epoch"] == [0, 1] and all(v is not None for v in history["train_loss"])
+    assert _leftovers(out) == []
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
+    assert simulate.main(["--output", str(tmp_path / "d.npz"), "--N", "32", "--n-patterns", "9",
+                          "--object", "grf", "--seed", "1", "--no-preview"]) == 0
+    rc = train.main(["--train_data_file", str(tmp_path / "d.npz"), "--N", "32",
+                     "--output_dir", str(tmp_path / "run"), "--resume", "--logger", "none"])
+    assert rc == 2
+    assert "last.ckpt" in capsys.readouterr().err
