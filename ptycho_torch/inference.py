@@ -8,9 +8,10 @@ every group in batches of ``--batch_size`` (the last partial batch included) and
 batch at once into a ``ptycho.stitch.Stitcher`` (memory bounded by the canvas).
 
 Writes into ``--output_dir``: ``reconstruction.npz`` (``object`` complex64 (H, W),
-``amplitude``, ``phase``, ``weight``, ``scanned_mask``, ``origin`` (y0, x0) and the canvas
-coordinates ``canvas_y`` (H,) / ``canvas_x`` (W,) in object pixels), ``amplitude.png`` and
-``phase.png``, ``metrics.json`` (``ptycho.metrics.evaluate_reconstruction``) when the data hold
+``amplitude``, ``phase``, ``weight``, ``scanned_mask``, ``origin`` (y0, x0), the canvas
+coordinates ``canvas_y`` (H,) / ``canvas_x`` (W,) in object pixels, ``scan_index`` (the patterns
+reconstructed), ``scan_positions`` (their (y, x) in canvas pixels) and ``stitch_crop``),
+``reconstructed_amplitude.png`` and ``reconstructed_phase.png``, ``metrics.json`` (``ptycho.metrics.evaluate_reconstruction``) when the data hold
 an ``objectGuess``, ``timing.json`` (load / predict / stitch / total seconds, patterns per
 second, peak RSS) and, with ``--log-patch-stats``, ``torch_patch_stats.json`` and
 ``torch_patch_grid.png`` of the predicted patches.
@@ -214,6 +215,7 @@ def run_inference(payload, bundle, t_start: Optional[float] = None) -> Inference
     ts = time.perf_counter()
     result = stitcher.result()
     H, W = result.obj.shape
+    used = np.unique(grouped.nn_indices).astype(np.int64)  # scan patterns reconstructed
     files: dict[str, Any] = {}
     files["reconstruction"] = atomic_save_npz(out / "reconstruction.npz", {
         "object": result.obj, "amplitude": np.abs(result.obj).astype(np.float32),
@@ -221,9 +223,11 @@ def run_inference(payload, bundle, t_start: Optional[float] = None) -> Inference
         "scanned_mask": result.scanned_mask, "origin": np.asarray(result.origin, np.int64),
         "canvas_y": result.origin[0] + np.arange(H, dtype=np.float64),
         "canvas_x": result.origin[1] + np.arange(W, dtype=np.float64),
+        "scan_index": used,
+        "scan_positions": data.positions[used] - np.asarray(result.origin, np.float64),
         "stitch_crop": np.int64(cfg.resolved_stitch_crop)})
     files["amplitude_png"], files["phase_png"] = save_complex_image_png(
-        result.obj, out / "amplitude.png", out / "phase.png",
+        result.obj, out / "reconstructed_amplitude.png", out / "reconstructed_phase.png",
         title=f"PyTorch reconstruction ({Path(inf.test_data).name})")
     t_stitch += time.perf_counter() - ts
     metrics = None

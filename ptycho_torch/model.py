@@ -250,8 +250,12 @@ class PtychoPINN(nn.Module):
                                               interpolation=self.interpolation,
                                               footprint=footprint)
             probe = self.effective_probe(dtype)
-            amplitude = helper.diffraction_amplitude(obj, probe)
-            counts = (self.intensity_scale.to(dtype) * amplitude) ** 2
+            F = helper.far_field(helper.illuminate(obj, probe))
+            # Counts from |F|^2 directly: the same value as (s·|F|)^2 with a gradient that stays
+            # finite where F = 0.
+            intensity = F.real ** 2 + F.imag ** 2
+            amplitude = torch.abs(F)
+            counts = self.intensity_scale.to(dtype) ** 2 * intensity
         return ModelOutput(obj, amplitude, counts, amp, phase)
 
     @torch.no_grad()

@@ -88,5 +88,5 @@ def test_train_then_infer_gridsize(scan, tmp_path, gridsize):
         assert np.abs(obj[z["scanned_mask"]]).std() > 1e-4
     metrics = json.loads((inf / "metrics.json").read_text())
     assert -1 <= metrics["amp_ssim"] <= 1 and -1 <= metrics["phase_ssim"] <= 1
-    for name in ("amplitude.png", "phase.png"):
+    for name in ("reconstructed_amplitude.png", "reconstructed_phase.png"):
         _check_png(inf / name)

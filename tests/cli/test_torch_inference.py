@@ -65,6 +65,8 @@ def test_every_group_is_predicted_and_stitched_without_ground_truth(scan, tmp_pa
         cols = np.searchsorted(x, np.round(data.xcoords))
         assert mask[rows, cols].all()
         assert z["object"].shape == mask.shape and int(z["stitch_crop"]) == 32
+        assert np.array_equal(z["scan_index"], np.arange(21))
+        np.testing.assert_allclose(z["scan_positions"] + z["origin"], data.positions)
 
 
 def test_bundle_without_intensity_scale_is_refused(scan, tmp_path, capsys):
