@@ -1,0 +1,288 @@
+"""Targets (reported, never asserted) and the Markdown report ``docs/benchmarks.md``.
+
+:func:`evaluate_targets` turns the collected results into one row per target and backend with a
+plain status: ``MET``, ``MISSED`` or ``NOT MEASURED`` (the inputs were not run, e.g. a backend
+that failed, or a scaling size that was left out). :func:`render_markdown` writes the whole
+report from the results dictionary, so the document always matches ``benchmarks/results``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Optional
+
+__all__ = ["TARGETS", "evaluate_targets", "render_markdown"]
+
+TARGETS = {
+    "high_dose_quality": "high dose (1e9): amplitude SSIM >= 0.95 and phase SSIM >= 0.97",
+    "low_dose_quality": "low dose (1e4): amplitude SSIM above the best Pty-chi@200 and "
+                        "phase SSIM >= 0.96",
+    "time_to_image": "time-to-image <= 1/20 of Pty-chi rPIE@100",
+    "training_flops": "training >= 40% of the measured conv FLOP rate",
+    "backend_parity": "backends within 1.5x of each other (training patterns/s and "
+                      "time-to-image)",
+    "memory_100k": "100k-pattern inference peak memory < 4 GB",
+}
+MET, MISSED, NOT_MEASURED = "MET", "MISSED", "NOT MEASURED"
+
+
+def _num(x) -> Optional[float]:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def _fmt(x, digits: int = 3) -> str:
+    v = _num(x)
+    if v is None:
+        return "—"
+    if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+        return f"{v:.{digits}g}"
+    return f"{v:.{digits}f}" if abs(v) < 10 else f"{v:.1f}"
+
+
+def _row(target: str, backend: str, status: str, value: str, detail: str) -> dict:
+    return {"target": target, "description": TARGETS[target], "backend": backend,
+            "status": status, "value": value, "detail": detail}
+
+
+def _status(ok: Optional[bool]) -> str:
+    return NOT_MEASURED if ok is None else (MET if ok else MISSED)
+
+
+def _best_ptychi(ptychi: dict, iters: str, key: str) -> Optional[float]:
+    vals = [_num(r.get(iters, {}).get(key)) for r in ptychi.get("runs", {}).values()]
+    vals = [v for v in vals if v is not None]
+    return max(vals) if vals else None
+
+
+def evaluate_targets(results: dict, backends) -> list[dict]:
+    """One row per (target, backend) (the parity target: one row); see module doc."""
+    rows: list[dict] = []
+    scen = results.get("scenarios", {})
+    ptychi = results.get("ptychi", {})
+    top_iter = str(max(results["meta"]["sizes"]["ptychi_iterations"]))
+    mid_iter = str(sorted(results["meta"]["sizes"]["ptychi_iterations"])[1])
+    flops = results.get("flops", {})
+    for b in backends:
+        got = {name: s["backends"].get(b, {}) for name, s in scen.items()}
+        # high dose quality
+        checks, vals = [], []
+        for name, r in got.items():
+            if scen[name]["scenario"]["dose"] != "hi":
+                continue
+            q = r.get("inference", {}).get("quality")
+            if not q:
+                checks.append(None)
+                continue
+            a, p = _num(q.get("amp_ssim")), _num(q.get("phase_ssim"))
+            checks.append(a is not None and p is not None and a >= 0.95 and p >= 0.97)
+            vals.append(f"{name}: amp {_fmt(a)}, phase {_fmt(p)}")
+        ok = None if not checks or None in checks else all(checks)
+        rows.append(_row("high_dose_quality", b, _status(ok), "; ".join(vals) or "—",
+                         "every high-dose scenario must meet both"))
+        # low dose quality
+        checks, vals = [], []
+        for name, r in got.items():
+            s = scen[name]["scenario"]
+            if s["dose"] != "lo":
+                continue
+            q = r.get("inference", {}).get("quality")
+            best = _best_ptychi(ptychi.get(f"{s['obj']}-{s['dose']}", {}), top_iter, "amp_ssim")
+            if not q or best is None:
+                checks.append(None)
+                continue
+            a, p = _num(q.get("amp_ssim")), _num(q.get("phase_ssim"))
+            checks.append(a is not None and p is not None and a > best and p >= 0.96)
+            vals.append(f"{name}: amp {_fmt(a)} vs Pty-chi {_fmt(best)}, phase {_fmt(p)}")
+        ok = None if not checks or None in checks else all(checks)
+        rows.append(_row("low_dose_quality", b, _status(ok), "; ".join(vals) or "—",
+                         f"best Pty-chi amplitude SSIM at {top_iter} iterations, same data"))
+        # time to image
+        ratios, vals = [], []
+        for name, r in got.items():
+            s = scen[name]["scenario"]
+            t = _num(r.get("inference", {}).get("time_to_image_s"))
+            ref = ptychi.get(f"{s['obj']}-{s['dose']}", {}).get("runs", {}).get("rpie", {})
+            rt = _num(ref.get(mid_iter, {}).get("total_s"))
+            if t is None or rt is None:
+                ratios.append(None)
+                continue
+            ratios.append(t / rt)
+            vals.append(f"{name}: {_fmt(t)} s / {_fmt(rt)} s = {_fmt(t / rt)}")
+        ok = None if not ratios or None in ratios else max(ratios) <= 1 / 20
+        rows.append(_row("time_to_image", b, _status(ok), "; ".join(vals) or "—",
+                         f"ratio must be <= 0.05 in every scenario (rPIE@{mid_iter} incl. set-up)"))
+        # training FLOP fraction
+        peak = _num(flops.get(b, {}).get("best_gflops"))
+        fr = [_num(r.get("train", {}).get("gflops")) for r in got.values()]
+        fr = [f / peak for f in fr if f is not None and peak]
+        ok = None if not fr else statistics.median(fr) >= 0.40
+        rows.append(_row("training_flops", b, _status(ok),
+                         f"median {_fmt(statistics.median(fr))} of {_fmt(peak)} GFLOP/s" if fr
+                         else "—", "fraction = achieved training conv GFLOP/s / measured best "
+                                   "conv GFLOP/s of the same backend"))
+        # memory at 100k
+        sc = results.get("scaling", {}).get("backends", {}).get(b)
+        if sc is None:
+            rows.append(_row("memory_100k", b, NOT_MEASURED, "—", "scaling curve not run"))
+        else:
+            m100 = next((r for r in sc["rows"] if r["M"] == 100_000), None)
+            if m100 is not None:
+                v = m100["peak_rss_mb"] / 1024
+                rows.append(_row("memory_100k", b, _status(v < 4.0), f"{_fmt(v)} GiB",
+                                 "measured peak RSS of the inference process"))
+            else:
+                ext = _num(sc["memory_fit"].get("rss_at_100k_mb"))
+                rows.append(_row("memory_100k", b, NOT_MEASURED,
+                                 f"extrapolated {_fmt(ext / 1024 if ext else None)} GiB",
+                                 "100k not run; linear fit of the measured sizes "
+                                 f"({', '.join(str(r['M']) for r in sc['rows'])})"))
+    # parity between backends
+    if len(backends) >= 2:
+        b0, b1 = backends[0], backends[1]
+        ratios, vals = [], []
+        for name, s in scen.items():
+            r0, r1 = s["backends"].get(b0, {}), s["backends"].get(b1, {})
+            for label, path in (("train patterns/s", ("train", "patterns_per_s")),
+                                ("time-to-image", ("inference", "time_to_image_s"))):
+                x = _num(r0.get(path[0], {}).get(path[1]))
+                y = _num(r1.get(path[0], {}).get(path[1]))
+                if x and y:
+                    ratios.append(max(x, y) / min(x, y))
+                    vals.append(f"{name} {label}: {_fmt(max(x, y) / min(x, y))}x")
+                else:
+                    ratios.append(None)
+        ok = None if not ratios or None in ratios else max(ratios) <= 1.5
+        rows.append(_row("backend_parity", f"{b0} vs {b1}", _status(ok),
+                         f"worst {_fmt(max(r for r in ratios if r))}x" if any(ratios) else "—",
+                         "; ".join(vals)))
+    return rows
+
+
+def _table(header: list, rows: list) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(results: dict) -> str:
+    """The complete ``docs/benchmarks.md`` text for ``results`` (see module doc)."""
+    meta = results["meta"]
+    sizes = meta["sizes"]
+    out = ["# Benchmarks", "",
+           "Generated by `make bench` (`python -m benchmarks.run`); do not edit by hand — rerun "
+           "the benchmark. Raw numbers: `benchmarks/results/*.json`.", "",
+           f"- Date: {meta['date']}" + (" — **quick smoke run (`--quick`): tiny sizes, the "
+                                        "numbers say nothing about performance**"
+                                        if meta.get("quick") else ""),
+           f"- Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} CPU cores, "
+           f"{_fmt(meta['machine']['memory_gb'])} GB memory, no GPU used; "
+           f"{meta['threads']} threads per process",
+           "- Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+           f"- Backends: {', '.join(meta['backends'])}; scenarios: "
+           f"{', '.join(results.get('scenarios', {}))}",
+           f"- Sizes: {sizes['n_train']} training / {sizes['n_test']} test patterns (N=64, 75% "
+           f"linear overlap), {sizes['epochs']} training epochs, batch {sizes['batch_size']}, "
+           f"validation fraction {sizes['validation_fraction']}; Pty-chi at "
+           f"{'/'.join(str(i) for i in sizes['ptychi_iterations'])} iterations; scaling sizes "
+           f"{', '.join(str(s) for s in sizes['scaling_sizes'])}",
+           f"- Total benchmark wall time: {_fmt(meta.get('wall_s'))} s", ""]
+    for note in meta.get("notes", []):
+        out.append(f"> {note}")
+        out.append("")
+    out += ["## Targets", "", "Reported, not asserted. NOT MEASURED means the inputs were not "
+            "run in this benchmark (see the notes).", ""]
+    out.append(_table(["target", "backend", "status", "value"],
+                      [[r["description"], r["backend"], f"**{r['status']}**", r["value"]]
+                       for r in results.get("targets", [])]))
+    out += ["", "## Quality and speed per scenario", "",
+            "Quality: `ptycho.metrics.evaluate_reconstruction` on the test scan (an object region "
+            "never seen in training), all methods on the same mask — pixels whose summed probe "
+            "intensity is >= 10% of its maximum. Time-to-image: the inference CLI's "
+            "`timing.json` `total_s` (load bundle and data, predict, stitch, write). Training "
+            "epoch time: median of the epochs after the first, validation pass included.", ""]
+    rows = []
+    for name, s in results.get("scenarios", {}).items():
+        for b, r in s["backends"].items():
+            tr, inf = r.get("train", {}), r.get("inference", {})
+            q = inf.get("quality", {})
+            if r.get("error"):
+                rows.append([name, b, "failed: " + r["error"][:80]] + ["—"] * 10)
+                continue
+            rows.append([name, b, _fmt(q.get("amp_ssim")), _fmt(q.get("phase_ssim")),
+                         _fmt(q.get("amp_psnr")), _fmt(q.get("phase_psnr")),
+                         _fmt(q.get("amp_frc50")), _fmt(tr.get("epoch_s")),
+                         _fmt(tr.get("patterns_per_s")), _fmt(tr.get("peak_rss_mb")),
+                         _fmt(inf.get("time_to_image_s")), _fmt(inf.get("patterns_per_s")),
+                         _fmt(inf.get("ratio_to_rpie"))])
+    out.append(_table(["scenario", "backend", "amp SSIM", "phase SSIM", "amp PSNR", "phase PSNR",
+                       "amp FRC50", "epoch s", "train pat/s", "train RSS MB", "time-to-image s",
+                       "infer pat/s", "÷ rPIE@100"], rows))
+    out += ["", "## Pty-chi reference (known probe, CPU)", "",
+            "Pty-chi " + str(meta["versions"].get("ptychi", "?")) + " in its own environment "
+            "(`benchmarks/.venv-ptychi`), ePIE (alpha 1), rPIE (alpha 0.1), LSQML (Gaussian noise "
+            "model), probe and positions fixed to the truth, object started at 1. Time = "
+            "set-up + iterations (the figure compared with time-to-image).", ""]
+    rows = []
+    for key, p in results.get("ptychi", {}).items():
+        if p.get("error"):
+            rows.append([key, "failed: " + p["error"][:80], "—", "—", "—", "—", "—"])
+            continue
+        for alg, runs in p["runs"].items():
+            for it, r in runs.items():
+                rows.append([key, alg, it, _fmt(r.get("total_s")), _fmt(r.get("amp_ssim")),
+                             _fmt(r.get("phase_ssim")), _fmt(r.get("amp_frc50"))])
+    out.append(_table(["data", "algorithm", "iterations", "time s", "amp SSIM", "phase SSIM",
+                       "amp FRC50"], rows))
+    fl = results.get("flops", {})
+    out += ["", "## Convolution FLOP rate", "",
+            "Network convolution FLOPs from the layer shapes (3x3 'same' convs, 2·H·W·9·Cin·Cout; "
+            "training step = 3x forward; FFT physics not counted): "
+            + ", ".join(f"gridsize {g}: {_fmt(v['forward_gflops_per_pattern'])} GFLOP forward, "
+                        f"{_fmt(v['train_gflops_per_pattern'])} GFLOP training per pattern"
+                        for g, v in fl.get("network", {}).items()) + ".", "",
+            "Machine rate: forward+backward 3x3 convolutions of the network's own shapes, batch "
+            "16, best shape:", ""]
+    rows = []
+    for b in meta["backends"]:
+        m = fl.get(b, {})
+        achieved = [r["train"]["gflops"] for s in results.get("scenarios", {}).values()
+                    for bb, r in s["backends"].items()
+                    if bb == b and _num(r.get("train", {}).get("gflops"))]
+        med = statistics.median(achieved) if achieved else None
+        peak = _num(m.get("best_gflops"))
+        rows.append([b, _fmt(peak), _fmt(med),
+                     _fmt(med / peak if med and peak else None)])
+    out.append(_table(["backend", "measured conv GFLOP/s", "training GFLOP/s (median)",
+                       "fraction"], rows))
+    sc = results.get("scaling")
+    out += ["", "## Inference scaling (CPU)", ""]
+    if not sc:
+        out.append("Not run in this benchmark.")
+    else:
+        out += ["![scaling](../benchmarks/results/scaling.png)", ""]
+        rows = []
+        for b, info in sc["backends"].items():
+            for r in info["rows"]:
+                rows.append([b, r["M"], _fmt(r["time_to_image_s"]), _fmt(r["patterns_per_s"]),
+                             _fmt(r["peak_rss_mb"])])
+        out.append(_table(["backend", "patterns", "time-to-image s", "patterns/s",
+                           "peak RSS MB"], rows))
+        out.append("")
+        for b, info in sc["backends"].items():
+            f = info["memory_fit"]
+            slope = _num(f.get("slope_mb_per_1k"))
+            if slope is None:
+                out.append(f"- {b}: too few sizes to judge memory growth.")
+                continue
+            bounded = slope < 2.0
+            out.append(f"- {b}: peak memory grows by {_fmt(slope)} MB per 1000 patterns — "
+                       + ("it stays bounded." if bounded else
+                          "it does NOT stay bounded: the whole scan (and its grouped copy) is "
+                          "held in memory.")
+                       + ("" if info["measured_100k"] else
+                          f" 100k patterns were not run; the linear fit predicts "
+                          f"{_fmt((_num(f.get('rss_at_100k_mb')) or 0) / 1024)} GiB "
+                          "(extrapolation, not a measurement)."))
+    out.append("")
+    return "\n".join(out)
