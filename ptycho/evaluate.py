@@ -15,8 +15,9 @@ or another reconstruction. Steps:
 3. **Scanned region**: the reconstruction's mask, else the union of squares of side
    ``stitch_crop`` (or N, or ``--patch-size``) around the scan positions, intersected with the
    reference's own mask and extent. Without any of these the whole overlap is used.
-4. **Align** (unless ``--no-align``): the sub-pixel shift by phase correlation refined by least
-   squares; the *reference* is moved onto the reconstruction (Fourier shift, zero-padded) so
+4. **Align** (unless ``--no-align``): the sub-pixel shift, searched within ``--max-shift``
+   (cross-correlation peak and zero shift, each refined by least squares; the lower residual
+   wins); the *reference* is moved onto the reconstruction (Fourier shift, zero-padded) so
    that the reconstruction is never resampled; then the global phase offset (with
    ``--phase-ramp`` a linear phase ramp) and the amplitude scale
    (``ptycho.metrics.evaluate_reconstruction``).
@@ -63,6 +64,11 @@ OUTPUT_FILES = {"json": "metrics.json", "csv": "metrics.csv", "comparison": "com
 METRIC_KEYS = tuple(f"{p}_{m}" for p in ("amp", "phase")
                     for m in ("mae", "mse", "psnr", "ssim", "frc50", "frc17"))
 MIN_LOCATE_SCORE = 0.3   # normalised cross-correlation needed to accept an integer placement
+MIN_REGISTER_CORRELATION = 0.3   # below it a registered shift is reported as unreliable
+DEFAULT_MAX_SHIFT = 3.0  # pixels
+# Extra reference pixels around the analysed window when shifting it: the Fourier shift of a
+# cut-out window rings at its edges, and this keeps the ringing away from the analysed pixels.
+REGISTER_PAD = 16
 
 
 def _locate(small: np.ndarray, mask: np.ndarray,
@@ -195,49 +201,79 @@ def largest_rectangle(mask) -> tuple[int, int, int, int]:
     return rect
 
 
-def _register(recon: np.ndarray, ref_big: np.ndarray, mask: np.ndarray, margin: int,
-              max_shift: float) -> np.ndarray:
-    """Shift ``s`` (dy, dx) with ``recon ≈ alpha * translate(ref, s)`` on ``mask``.
+def _coarse_shift(ref: np.ndarray, rec: np.ndarray, m: np.ndarray,
+                  max_shift: float) -> np.ndarray:
+    """Integer ``s`` within ±max_shift maximising the cross-correlation of ``rec`` with ``ref``
+    moved by ``s`` (both mean-removed over ``m`` and Hann-windowed)."""
+    win = np.outer(np.hanning(m.shape[0]), np.hanning(m.shape[1])) * m
 
-    Phase correlation (mean removed, Hann window, 1/20 px) gives the start; Nelder-Mead then
-    minimises the relative squared residual with the best complex factor ``alpha`` (global
-    phase and amplitude scale), translating the reference with the library's Fourier shift.
+    def prep(x):
+        return (x - x[m].mean()) * win
+
+    xc = np.abs(np.fft.ifft2(np.fft.fft2(prep(rec)) * np.conj(np.fft.fft2(prep(ref)))))
+    dy = np.fft.fftfreq(m.shape[0]) * m.shape[0]
+    dx = np.fft.fftfreq(m.shape[1]) * m.shape[1]
+    allowed = (np.abs(dy)[:, None] <= max_shift) & (np.abs(dx)[None, :] <= max_shift)
+    iy, ix = np.unravel_index(int(np.argmax(np.where(allowed, xc, -1.0))), xc.shape)
+    return np.array([dy[iy], dx[ix]])
+
+
+def _register(recon: np.ndarray, ref_big: np.ndarray, mask: np.ndarray, margin: int,
+              max_shift: float) -> tuple[np.ndarray, float, list[str]]:
+    """Shift ``s`` (dy, dx), ``|s| <= max_shift``, with ``recon ≈ alpha * translate(ref, s)``.
+
+    ``ref_big`` is the reference on the reconstruction's grid with ``margin`` extra pixels on
+    every side. The cross-correlation peak within ±max_shift and zero shift are both refined by
+    Nelder-Mead on the relative squared residual over ``mask`` of the mean-removed images with
+    the best complex factor ``alpha`` (global phase and amplitude scale; the reference moved by
+    the library's Fourier shift); the lower residual wins. Returns the shift, the correlation
+    coefficient ``sqrt(1 - residual)`` at it (1 = identical up to phase, scale and offset) and
+    warnings.
     """
     from scipy.optimize import minimize
 
-    from ptycho.metrics import register_shift
     from ptycho.physics import translate
 
     r0, r1, c0, c1 = _bbox(mask)
     m = mask[r0:r1, c0:c1]
     rec = recon[r0:r1, c0:c1]
-    ref = ref_big[r0 + margin:r1 + margin, c0 + margin:c1 + margin]
-    win = np.outer(np.hanning(r1 - r0), np.hanning(c1 - c0)) * m
-
-    def prep(x):
-        return (x - x[m].mean()) * win
-
-    s0 = np.asarray(register_shift(prep(ref), prep(rec), upsample_factor=20))
-    if np.max(np.abs(s0)) > max_shift:
-        raise EvaluationError(
-            f"registration found a shift of ({s0[0]:.2f}, {s0[1]:.2f}) px, above --max-shift "
-            f"{max_shift:g}: the images probably do not show the same region (check the "
-            "reference, or pass --no-shift / a larger --max-shift)")
     sub = ref_big[r0:r1 + 2 * margin, c0:c1 + 2 * margin]
-    target = rec[m]
+    target = rec[m] - rec[m].mean()
     norm = float(np.sum(np.abs(target) ** 2)) or 1.0
 
     def cost(s):
-        moved = translate(sub[None], np.asarray([s]), "fourier")[0]
+        moved = translate(sub[None], np.asarray([s], dtype=np.float64), "fourier")[0]
         t = moved[margin:margin + r1 - r0, margin:margin + c1 - c0][m]
+        t = t - t.mean()
         den = np.vdot(t, t).real
         alpha = np.vdot(t, target) / den if den > 0 else 0.0
         return float(np.sum(np.abs(target - alpha * t) ** 2)) / norm
 
-    simplex = s0 + np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1]])
-    res = minimize(cost, s0, method="Nelder-Mead",
-                   options={"xatol": 1e-3, "fatol": 1e-12, "initial_simplex": simplex})
-    return res.x if np.max(np.abs(res.x)) <= margin - 2 else s0
+    s0 = _coarse_shift(sub[margin:margin + r1 - r0, margin:margin + c1 - c0], rec, m, max_shift)
+    starts = [np.zeros(2)] + ([s0] if np.any(s0 != 0) else [])
+    inside, outside = [], []
+    for start in starts:
+        simplex = start + np.array([[0.0, 0.0], [0.2, 0.0], [0.0, 0.2]])
+        res = minimize(cost, start, method="Nelder-Mead",
+                       options={"xatol": 1e-3, "fatol": 1e-12, "initial_simplex": simplex})
+        (inside if np.max(np.abs(res.x)) <= max_shift else outside).append((res.fun, res.x))
+    warnings = []
+    if outside and (not inside or min(c[0] for c in outside) < min(c[0] for c in inside)):
+        best = min(outside, key=lambda c: c[0])[1]
+        warnings.append(f"the best-fitting shift ({-best[0]:.2f}, {-best[1]:.2f}) px exceeds "
+                        f"--max-shift {max_shift:g}; the registration was limited to it")
+    if not inside:
+        inside = [(cost(s), s) for s in starts]
+    fun, s = min(inside, key=lambda c: c[0])
+    if np.max(np.abs(s)) > max_shift - 0.5 and not warnings:
+        warnings.append(f"the registered shift ({-s[0]:.2f}, {-s[1]:.2f}) px is at the edge of "
+                        f"--max-shift {max_shift:g}; the true shift may be larger")
+    correlation = math.sqrt(min(max(1.0 - fun, 0.0), 1.0))
+    if correlation < MIN_REGISTER_CORRELATION:
+        warnings.append(f"the reconstruction correlates weakly with the reference (correlation "
+                        f"{correlation:.2f} at the registered shift): the shift may be spurious; "
+                        "consider --no-shift")
+    return s, correlation, warnings
 
 
 @dataclass
@@ -246,12 +282,13 @@ class Evaluation:
 
     metrics: ``{amp,phase}_{mae,mse,psnr,ssim,frc50,frc17}`` (frc in cycles/pixel, psnr in dB,
     phase errors in radians). alignment: ``shift_dy``/``shift_dx`` (pixels that move the
-    reconstruction onto the reference; None when not registered), ``phase_offset`` (rad),
+    reconstruction onto the reference; None when not registered), ``shift_correlation``
+    (correlation coefficient of the mean-removed images at that shift), ``phase_offset`` (rad),
     ``amplitude_scale`` and ``phase_ramp_a`` (rad) / ``_dy`` / ``_dx`` (rad per pixel, about the
     window's pixel (0, 0); None without ``--phase-ramp``). region: window ``row0, row1, col0,
     col1`` in reconstruction pixels, ``n_pixels``, ``mask_source``, ``reference_offset``,
     ``placement``. images: ``ref_amp, rec_amp, ref_phase, rec_phase, mask``; frc: ``amp`` /
-    ``phase`` -> (freqs, curve).
+    ``phase`` -> (freqs, curve); warnings: messages about the registration.
     """
 
     recon: ObjectImage
@@ -262,6 +299,7 @@ class Evaluation:
     options: dict
     images: dict
     frc: dict
+    warnings: list
 
 
 def _aligned_images(rec: np.ndarray, ref: np.ndarray, res: dict, align: bool) -> dict:
@@ -281,7 +319,7 @@ def _aligned_images(rec: np.ndarray, ref: np.ndarray, res: dict, align: bool) ->
 
 def compare(recon: ObjectImage, ref: ObjectImage, *, align: bool = True, shift: bool = True,
             phase_ramp: bool = False, crop_to_scan: bool = False, patch_size: int | None = None,
-            max_shift: float = 10.0) -> Evaluation:
+            max_shift: float = DEFAULT_MAX_SHIFT) -> Evaluation:
     """Place, mask, align and measure ``recon`` against ``ref`` (module docstring, steps 2-5)."""
     from ptycho.metrics import evaluate_reconstruction, frc
     from ptycho.physics import translate
@@ -294,7 +332,7 @@ def compare(recon: ObjectImage, ref: ObjectImage, *, align: bool = True, shift: 
     H, W = recon.shape
     mask, mask_source = _scanned_region(recon, ref, off, patch_size)
     register = align and shift
-    margin = int(math.ceil(max_shift)) + 3 if register else 0
+    margin = int(math.ceil(max_shift)) + REGISTER_PAD if register else 0
     ref_big, valid_big = _window(ref.obj, off[0] - margin, off[1] - margin, H + 2 * margin,
                                  W + 2 * margin)
     if ref.mask is not None:
@@ -305,9 +343,9 @@ def compare(recon: ObjectImage, ref: ObjectImage, *, align: bool = True, shift: 
     if not mask.any():
         raise EvaluationError(f"the scanned region of {recon.source} ({mask_source}) lies outside "
                               f"the reference {ref.source} (offset {off}, placed by {how})")
-    s = np.zeros(2)
+    s, corr, warnings = np.zeros(2), None, []
     if register:
-        s = _register(recon.obj, ref_big, mask, margin, max_shift)
+        s, corr, warnings = _register(recon.obj, ref_big, mask, margin, max_shift)
         if phase_ramp:
             # A phase ramp biases the shift estimate: fit it with the first shift, take it out
             # of a copy of the reconstruction and register again.
@@ -316,8 +354,8 @@ def compare(recon: ObjectImage, ref: ObjectImage, *, align: bool = True, shift: 
             moved = translate(ref_big[None], s[None], "fourier")[0][inner]
             _, (_, b, c) = remove_phase_ramp(recon.obj, moved, mask)
             yy, xx = np.indices(recon.shape, dtype=np.float64)
-            s = _register(recon.obj * np.exp(1j * (b * yy + c * xx)), ref_big, mask, margin,
-                          max_shift)
+            s, corr, warnings = _register(recon.obj * np.exp(1j * (b * yy + c * xx)), ref_big,
+                                          mask, margin, max_shift)
         ref_big = translate(ref_big[None], s[None], "fourier")[0]
         from scipy.ndimage import binary_erosion
 
@@ -340,7 +378,7 @@ def compare(recon: ObjectImage, ref: ObjectImage, *, align: bool = True, shift: 
     ramp = res["phase_ramp"]
     alignment = {
         "shift_dy": float(-s[0]) if register else None,
-        "shift_dx": float(-s[1]) if register else None,
+        "shift_dx": float(-s[1]) if register else None, "shift_correlation": corr,
         "phase_offset": res["phase_offset"], "amplitude_scale": res["amplitude_scale"],
         "phase_ramp_a": ramp[0] if ramp else None, "phase_ramp_dy": ramp[1] if ramp else None,
         "phase_ramp_dx": ramp[2] if ramp else None}
@@ -351,7 +389,7 @@ def compare(recon: ObjectImage, ref: ObjectImage, *, align: bool = True, shift: 
                "crop_to_scan": crop_to_scan, "patch_size": patch_size, "max_shift": max_shift}
     return Evaluation(recon=recon, reference=ref, metrics={k: res[k] for k in METRIC_KEYS},
                       alignment=alignment, region=region, options=options, images=images,
-                      frc=curves)
+                      frc=curves, warnings=warnings)
 
 
 def evaluate_files(recon_path, reference_path=None, **options) -> Evaluation:
@@ -398,7 +436,8 @@ def _as_json(ev: Evaluation) -> dict:
              "phase_ramp_dy/dx": "rad/pixel", "region": "reconstruction pixels, end exclusive"}
     return _json_value({"reconstruction": describe(ev.recon), "reference": describe(ev.reference),
                         "metrics": ev.metrics, "alignment": ev.alignment, "region": ev.region,
-                        "options": ev.options, "units": units})
+                        "options": ev.options, "warnings": list(ev.warnings),
+                        "units": units})
 
 
 def write_outputs(ev: Evaluation, output_dir) -> dict[str, Path]:
@@ -483,8 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "patch-size", type=int, default=None, metavar="PIXELS",
          help="side in pixels of the square each scan position covers, used only when RECON has "
               "no scanned_mask (default: RECON's stitch_crop, else the data file's N)")
-    _add(p, "max-shift", type=float, default=10.0, metavar="PIXELS",
-         help="largest registered shift accepted, in pixels (default: 10)")
+    _add(p, "max-shift", type=float, default=DEFAULT_MAX_SHIFT, metavar="PIXELS",
+         help="search range of the shift registration, ± pixels on each axis "
+              f"(default: {DEFAULT_MAX_SHIFT:g})")
     return p
 
 
@@ -503,6 +543,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
+    for message in ev.warnings:
+        print(f"{parser.prog}: warning: {message}", file=sys.stderr)
     print(f"{ev.recon.source} vs {ev.reference.source} ({ev.reference.kind})")
     print(format_table(ev))
     print("wrote " + ", ".join(str(f) for f in files.values()))

@@ -188,17 +188,15 @@ def test_both_flag_spellings(files, tmp_path):
             dashed.patch_size, dashed.max_shift) == (False, False, True, True, 12, 3.5)
     defaults = build_parser().parse_args(common + ["--output_dir", "o"])
     assert (defaults.align, defaults.shift, defaults.phase_ramp, defaults.crop_to_scan,
-            defaults.patch_size, defaults.max_shift) == (True, True, False, False, None, 10.0)
-    # the flags reach the computation: both spellings give the same numbers
-    a, b = tmp_path / "a", tmp_path / "b"
-    assert main(common + ["--output-dir", str(a), "--phase-ramp", "--crop-to-scan",
-                          "--max-shift", "4"]) == 0
-    assert main(common + ["--output_dir", str(b), "--phase_ramp", "--crop_to_scan",
-                          "--max_shift", "4"]) == 0
-    ja, jb = _json(a), _json(b)
-    assert ja["metrics"] == jb["metrics"] and ja["alignment"] == jb["alignment"]
-    assert ja["options"]["phase_ramp"] and ja["options"]["crop_to_scan"]
-    assert ja["options"]["max_shift"] == 4.0 and ja["alignment"]["phase_ramp_dy"] is not None
+            defaults.patch_size, defaults.max_shift) == (True, True, False, False, None, 3.0)
+    # the underscore spellings reach the computation (the dashed ones: aligned_run and others)
+    out = tmp_path / "u"
+    assert main(common + ["--output_dir", str(out), "--phase_ramp", "--crop_to_scan",
+                          "--max_shift", "4", "--no_shift"]) == 0
+    res = _json(out)
+    assert res["options"] == {"align": True, "shift": False, "phase_ramp": True,
+                              "crop_to_scan": True, "patch_size": None, "max_shift": 4.0}
+    assert res["alignment"]["phase_ramp_dy"] is not None and res["alignment"]["shift_dy"] is None
 
 
 def test_help_lists_defaults_and_units(capsys):
@@ -207,7 +205,7 @@ def test_help_lists_defaults_and_units(capsys):
     for flag in ("--output-dir", "--output_dir", "--no-align", "--no_align", "--phase-ramp",
                  "--crop-to-scan", "--patch-size", "--max-shift", "--reference"):
         assert flag in text
-    assert "default: 10" in text and "pixels" in text and "default: off" in text
+    assert "default: 3" in text and "pixels" in text and "default: off" in text
     assert "stitch_crop" in text
 
 
@@ -364,15 +362,33 @@ def test_bad_inputs_give_clear_errors(truth, files, tmp_path, capsys):
     with pytest.raises(EvaluationError, match="'origin' says"):
         load_object_file(_recon_file(tmp_path / "o.npz", _distorted(truth), None,
                                      origin=(1, 2), canvas_x=np.arange(SIDE, dtype=float)))
-    far = _recon_file(tmp_path / "far.npz", _distorted(truth, shift=(6.0, 0.0)), _mask())
-    with pytest.raises(EvaluationError, match="--max-shift"):
-        evaluate_files(far, files["data"], max_shift=3.0)
     away = _recon_file(tmp_path / "away.npz", _distorted(truth), _mask(), origin=(500, 500))
     with pytest.raises(EvaluationError, match="do not overlap"):
         evaluate_files(away, files["data"])
 
 
-def test_other_input_forms(truth, tmp_path, capsys):
+def test_shift_search_range(truth, files, tmp_path, capsys):
+    far = _recon_file(tmp_path / "far.npz", _distorted(truth, shift=(6.0, -2.5)), _mask())
+    found = evaluate_files(far, files["data"], max_shift=8.0)
+    assert (found.alignment["shift_dy"], found.alignment["shift_dx"]) == \
+        pytest.approx((-6.0, 2.5), abs=0.03)
+    assert found.warnings == [] and found.metrics["amp_mae"] < 2e-3
+    assert found.alignment["shift_correlation"] > 0.999
+    out = tmp_path / "limited"              # default search range: 3 px
+    assert main([str(far), "--reference", str(files["data"]), "--output-dir", str(out)]) == 0
+    assert "warning" in capsys.readouterr().err and "--max-shift 3" in _json(out)["warnings"][0]
+    limited = _json(out)["alignment"]
+    assert max(abs(limited["shift_dy"]), abs(limited["shift_dx"])) <= 3.0
+    # a reconstruction unrelated to the reference: the shift is flagged as unreliable
+    rng = np.random.default_rng(5)
+    noise = _recon_file(tmp_path / "noise.npz", rng.normal(size=(SIDE, SIDE)) + 1j *
+                        rng.normal(size=(SIDE, SIDE)), _mask())
+    ev = evaluate_files(noise, files["data"])
+    assert ev.alignment["shift_correlation"] < 0.3
+    assert any("correlates weakly" in w for w in ev.warnings)
+
+
+def test_other_input_forms(truth, tmp_path):
     y, x = _positions()
     # a bare object file (objectGuess + positions + probe, no diffraction) as the reference
     bare_ref = tmp_path / "gt.npz"
@@ -389,8 +405,6 @@ def test_other_input_forms(truth, tmp_path, capsys):
     # no --reference: the reconstruction file's own objectGuess is the reference
     both = _recon_file(tmp_path / "both.npz", rec, _mask(),
                        objectGuess=truth.astype(np.complex64))
-    assert main([str(both), "--output-dir", str(tmp_path / "o")]) == 0
-    assert "amplitude" in capsys.readouterr().out
-    res = _json(tmp_path / "o")
-    assert res["reference"]["key"] == "objectGuess" and res["reconstruction"]["key"] == "object"
-    assert res["metrics"]["amp_mae"] < 2e-3
+    ev = evaluate_files(both)
+    assert ev.reference.key == "objectGuess" and ev.recon.key == "object"
+    assert ev.reference.source == ev.recon.source and ev.metrics["amp_mae"] < 2e-3
