@@ -30,6 +30,7 @@ test-all: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "slow or not slow"
 
 bench: install
+	PYTHON=$(PYTHON) bash benchmarks/setup_ptychi_env.sh
 	$(BIN)/python -m benchmarks.run --output benchmarks/results
 
 clean:
