@@ -85,6 +85,12 @@ def _real_dtype(dtype: tf.DType) -> tf.DType:
     return dtype.real_dtype if dtype.is_complex else dtype
 
 
+def _scalar(value, dtype):
+    """``value`` as a tensor of ``dtype``; a Python/NumPy number is converted directly (a plain
+    ``tf.cast`` would first round it to float32, losing precision in float64 computations)."""
+    return tf.cast(value, dtype) if tf.is_tensor(value) else tf.constant(value, dtype=dtype)
+
+
 def _check_same_leading(images, offsets, what_images: str, what_offsets: str, n_lead: int):
     """Demand ``images.shape[:n_lead] == offsets.shape[:n_lead]`` and ``offsets.shape[-1] == 2``.
 
@@ -426,7 +432,7 @@ def far_field(psi):
     if not psi.dtype.is_complex:
         psi = tf.cast(psi, tf.complex128 if psi.dtype == tf.float64 else tf.complex64)
     h, w = psi.shape[-2], psi.shape[-1]
-    scale = tf.cast(1.0 / math.sqrt(h * w), psi.dtype)
+    scale = _scalar(1.0 / math.sqrt(h * w), psi.dtype)
     return tf.signal.fftshift(tf.signal.fft2d(psi) * scale, axes=(-2, -1))
 
 
@@ -440,7 +446,7 @@ def poisson_nll(pred_counts, counts, floor: float = 1e-8):
     ``λ = max(pred_counts, floor)``."""
     pred_counts = tf.convert_to_tensor(pred_counts)
     counts = tf.cast(counts, pred_counts.dtype)
-    lam = tf.maximum(pred_counts, tf.cast(floor, pred_counts.dtype))
+    lam = tf.maximum(pred_counts, _scalar(floor, pred_counts.dtype))
     return lam - counts * tf.math.log(lam)
 
 
@@ -459,7 +465,7 @@ def mean_photons(amplitudes):
 
 def intensity_scale(mean_photons_value, N: int):
     """``sqrt(mean_photons) / (N / 2)``: maps network amplitudes to photon counts."""
-    return tf.sqrt(tf.cast(mean_photons_value, tf.float64)) / (N / 2.0)
+    return tf.sqrt(_scalar(mean_photons_value, tf.float64)) / (N / 2.0)
 
 
 def normalization_factor(amplitudes):
@@ -471,7 +477,7 @@ def normalization_factor(amplitudes):
 def normalize_amplitudes(amplitudes, factor):
     """``amplitudes / factor`` (input normalisation)."""
     amplitudes = tf.convert_to_tensor(amplitudes)
-    return amplitudes / tf.cast(factor, amplitudes.dtype)
+    return amplitudes / _scalar(factor, amplitudes.dtype)
 
 
 def normalize_probe(probe):
