@@ -15,8 +15,8 @@ import pytest
 
 from ptycho.atomic import atomic_save_npz
 from ptycho.data.contract import save_npz, validate_arrays
-from ptycho.evaluate import (EvaluationError, build_parser, compare, evaluate_files,
-                             largest_rectangle, load_object_file, main)
+from ptycho.evaluate import (EvaluationError, build_parser, evaluate_files, largest_rectangle,
+                             load_object_file, main, write_outputs)
 from ptycho.metrics import frc_threshold
 from ptycho.objects import make_object
 from ptycho.physics import extract_patches, translate
@@ -268,6 +268,13 @@ def test_reconstruction_compared_with_reconstruction(truth, files, tmp_path):
     assert ev.metrics["amp_mae"] < 1e-5 and ev.metrics["phase_mae"] < 1e-4
     assert abs(ev.alignment["shift_dy"]) < 0.01 and abs(ev.alignment["shift_dx"]) < 0.01
     assert ev.alignment["amplitude_scale"] == pytest.approx(1.0, abs=1e-5)
+    # identical images: PSNR inf, written as "inf" in both files
+    same = evaluate_files(files["recon"], files["recon"], align=False)
+    assert same.metrics["amp_psnr"] == math.inf and same.reference.kind == "reconstruction"
+    paths = write_outputs(same, tmp_path / "same")
+    assert json.loads(paths["json"].read_text())["metrics"]["amp_psnr"] == "inf"
+    with open(paths["csv"], newline="") as fh:
+        assert next(csv.DictReader(fh))["amp_psnr"] == "inf"
 
 
 def test_scanned_region_from_positions(truth, tmp_path):
