@@ -90,11 +90,16 @@ def _versions() -> dict:
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
-    for dist in ("ptychopinn", "numpy", "torch", "lightning", "tensorflow", "keras"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = "not installed"
+    for name, dists in (("ptychopinn", ("ptychopinn",)), ("numpy", ("numpy",)),
+                        ("torch", ("torch",)), ("lightning", ("lightning",)),
+                        ("tensorflow", ("tensorflow", "tensorflow-cpu")), ("keras", ("keras",))):
+        out[name] = "not installed"
+        for dist in dists:
+            try:
+                out[name] = md.version(dist)
+                break
+            except md.PackageNotFoundError:
+                continue
     try:
         out["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                                     capture_output=True, text=True, timeout=10).stdout.strip()
@@ -145,9 +150,10 @@ def _run(args: argparse.Namespace, log=print) -> tuple[dict, bool]:
     failed = False
     notes = [] if args.quick else [
         "Sizes are reduced to fit the whole run in about 25 minutes on a 2-core CPU machine: "
-        f"{sizes.n_train} training patterns, {sizes.epochs} epochs, gridsize 2 only on "
-        "lines-hi and grf-lo (default scenarios), scaling sizes "
-        f"{', '.join(str(s) for s in sizes.scaling_sizes)}. Network quality after so few "
+        f"{sizes.n_train} training patterns, {sizes.epochs} epochs, scenarios "
+        f"{', '.join(s.name for s in scen)} (`--scenarios all` runs all eight), scaling sizes "
+        f"{', '.join(str(s) for s in sizes.scaling_sizes)} on "
+        f"{', '.join(args.scaling_backends)}. Network quality after so few "
         "epochs is far below what longer training reaches; the speed figures are per epoch / "
         "per pattern and do not depend on the epoch count."]
     results: dict = {"meta": {

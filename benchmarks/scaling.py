@@ -85,7 +85,7 @@ def run_scaling(sizes: Sequence[int], backends: Sequence[str], work: Path, *, th
         for M in sizes:
             log(f"scaling: {backend} inference on {M} patterns")
             r = infer_backend(backend, tr["model_dir"], scans[M], work / f"{backend}_inf_{M}",
-                              threads=threads, batch_size=256, timeout_s=timeout_s)
+                              threads=threads, timeout_s=timeout_s)
             rows.append({"M": M, "time_to_image_s": r["time_to_image_s"],
                          "patterns_per_s": r["patterns_per_s"],
                          "peak_rss_mb": r["process_peak_rss_mb"],
