@@ -26,6 +26,46 @@ TARGETS = {
 }
 MET, MISSED, NOT_MEASURED = "MET", "MISSED", "NOT MEASURED"
 
+METHOD = [
+    "## How to run", "",
+    "`make bench` creates the Pty-chi environment (`benchmarks/setup_ptychi_env.sh`, idempotent; "
+    "torch 2.14.1 + torchvision 0.29.1 + ptychi in `benchmarks/.venv-ptychi`) and runs "
+    "`python -m benchmarks.run --output benchmarks/results`. Options: `--quick` (tiny smoke "
+    "run), `--scenarios lines-hi-g1 grf-lo-g2 ...` or `all`, `--backends tensorflow pytorch`, "
+    "`--epochs`, `--scaling-sizes 1000 10000 100000`, `--no-ptychi`, `--no-scaling`, "
+    "`--threads`, `--report-only` (re-render this page from `benchmark.json`).", "",
+    "## Method", "",
+    "- Data: `python -m ptycho.simulate`, N=64, default disk probe, raster scan at 75% linear "
+    "overlap with 0.5 px jitter, Poisson counts at 1e9 (`hi`) or 1e4 (`lo`) photons per pattern. "
+    "`lines` trains on the left half of one object and tests on the right half "
+    "(`--split region`); `grf` trains and tests on two different objects (`--split objects`). "
+    "Scenario names are `{object}-{dose}-g{gridsize}`.",
+    "- Network: both backends through their CLIs (`python -m ptycho.train` / "
+    "`ptycho.inference`, `python -m ptycho_torch.train` / `ptycho_torch.inference`) on the CPU, "
+    "same flags and seed; every step is a subprocess measured from outside (wall time, "
+    "`wait4` peak RSS of that process). Training epoch time: TensorFlow's per-epoch "
+    "`history.json` `time_s`, PyTorch's from the rewrite times of `checkpoints/last.ckpt`.",
+    "- Pty-chi: the test scan read directly from the NPZ; intensities `amplitude**2` with "
+    "`fft_shift=True` (Pty-chi shifts centred data itself); probe scaled by "
+    "`sqrt(nphotons)/(N/2)/N` for Pty-chi's unnormalised `fft2`; positions passed unchanged "
+    "with `position_origin_coords=(-0.5, -0.5)` (Pty-chi's patch starts at "
+    "`p + origin - (N-1)/2`, ours at `y - N/2`), so its object buffer is the truth's pixel "
+    "grid. Checked: Pty-chi's forward model applied to the true object reproduces our "
+    "noise-free simulated intensities to 1e-4 relative error, and its reconstructions register "
+    "to the truth with zero shift. Probe, positions and probe power are held fixed (object-probe "
+    "ambiguity removal and LSQML's first-epoch probe rescaling off); batch size 32; each "
+    "algorithm runs once to the largest iteration count, the object is copied out at every "
+    "checkpoint.",
+    "- Quality: `ptycho.metrics.evaluate_reconstruction` (global phase and amplitude scale "
+    "removed) against the ground truth on one mask for every method: pixels whose summed "
+    "probe intensity is at least 10% of its maximum (outside it no measurement constrains "
+    "the object).",
+    "- Ratio: the network's time-to-image (inference CLI `total_s`, a trained model) divided "
+    "by Pty-chi rPIE's set-up + 100 iterations on the same scan; training time is not "
+    "included.",
+    "- FLOPs: see the section below; training FLOP rate = training patterns/s × convolution "
+    "FLOPs of a training step per pattern.", ""]
+
 
 def _num(x) -> Optional[float]:
     return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
@@ -190,6 +230,7 @@ def render_markdown(results: dict) -> str:
     for note in meta.get("notes", []):
         out.append(f"> {note}")
         out.append("")
+    out += METHOD
     out += ["## Targets", "", "Reported, not asserted. NOT MEASURED means the inputs were not "
             "run in this benchmark (see the notes).", ""]
     out.append(_table(["target", "backend", "status", "value"],

@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-scaling", action="store_true", help="skip the scaling curve")
     p.add_argument("--docs", default=None,
                    help="Markdown report path (default docs/benchmarks.md for a full run)")
+    p.add_argument("--report-only", action="store_true",
+                   help="only re-render the Markdown report from <output>/benchmark.json")
     p.add_argument("--step-timeout", type=float, default=3600.0,
                    help="seconds allowed for any one subprocess")
     return p
@@ -266,8 +268,27 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f"benchmarks.run: {exc}", file=sys.stderr)
         return 2
+    if args.report_only:
+        return _render_only(args)
     _, failed = _run(args, log=lambda m: print(f"[bench] {m}", flush=True))
     return 1 if failed else 0
+
+
+def _render_only(args: argparse.Namespace) -> int:
+    from ptycho.atomic import atomic_write_text
+
+    src = Path(args.output) / "benchmark.json"
+    if not src.is_file():
+        print(f"benchmarks.run: {src} not found; run the benchmark first", file=sys.stderr)
+        return 2
+    results = json.loads(src.read_text())
+    results["targets"] = evaluate_targets(results, list(results["meta"]["backends"]))
+    docs = Path(args.docs) if args.docs else (
+        Path(args.output) / "benchmarks_quick.md" if results["meta"].get("quick")
+        else ROOT / "docs" / "benchmarks.md")
+    atomic_write_text(docs, render_markdown(results))
+    print(f"wrote {docs}")
+    return 0
 
 
 if __name__ == "__main__":
