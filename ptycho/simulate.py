@@ -169,12 +169,14 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends ``(default: ...)`` unless the default is None or the help already names it."""
+    """Appends ``(default: ...)`` (``none`` for None) unless the help already names it."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.default is None or "default" in text:
+        if "default" in text or action.required:
             return text
+        if action.default is None:
+            return text + " (default: none)"
         return super()._get_help_string(action)
 
 

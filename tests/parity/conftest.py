@@ -20,11 +20,11 @@ TRAIN_FLAGS = ("--N", "32", "--max_epochs", "1", "--batch_size", "8", "--learnin
 
 @pytest.fixture(scope="session")
 def parity_scan(tmp_path_factory) -> tuple[Path, Path]:
-    """(train.npz, test.npz): 40 patterns each, N=32, the two halves of one 'grf' object."""
+    """(train.npz, test.npz): 24 patterns each, N=32, the two halves of one 'grf' object."""
     from ptycho import simulate
 
     d = tmp_path_factory.mktemp("parity_data")
-    assert simulate.main(["--output", str(d), "--N", "32", "--n-patterns", "40", "--split",
+    assert simulate.main(["--output", str(d), "--N", "32", "--n-patterns", "24", "--split",
                           "region", "--object", "grf", "--nphotons", "1e6", "--seed", "11",
                           "--no-preview"]) == 0
     return d / "train.npz", d / "test.npz"
@@ -73,6 +73,39 @@ def infer_run(parity_scan, train_run, tmp_path_factory):
                     "--patch_stats_limit", str(STATS_LIMIT), "--backend", run_backend]
             assert infer_main(argv) == 0, f"inference {key} failed"
             cache[key] = out
+        return cache[key]
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def converted_run(parity_scan, train_run, tmp_path_factory):
+    """``converted_run(model_backend, gridsize) -> (converted bundle dir, inference output dir)``:
+    the trained bundle converted with ``python -m ptycho.convert`` (``main`` in process) to the
+    other backend, then the test scan reconstructed with that backend's own inference CLI
+    (``ptycho.inference.main`` / ``ptycho_torch.inference.main``), with patch statistics."""
+    from ptycho.convert import main as convert_main
+
+    _, test_file = parity_scan
+    cache: dict[tuple[str, int], tuple[Path, Path]] = {}
+
+    def run(model_backend: str, gridsize: int) -> tuple[Path, Path]:
+        key = (model_backend, gridsize)
+        if key not in cache:
+            target = "torch" if model_backend == "tf" else "tensorflow"
+            bundle = tmp_path_factory.mktemp(f"converted_{model_backend}_g{gridsize}") / "model"
+            assert convert_main(["--to", target, str(train_run(model_backend, gridsize) / "model"),
+                                 str(bundle)]) == 0
+            if target == "torch":
+                from ptycho_torch.inference import main as backend_infer
+            else:
+                from ptycho.inference import main as backend_infer
+            out = tmp_path_factory.mktemp(f"infer_converted_{model_backend}_g{gridsize}")
+            assert backend_infer(["--model_path", str(bundle), "--test_data", str(test_file),
+                                  "--output_dir", str(out), "--batch_size", "8",
+                                  "--accelerator", "cpu", "--log_patch_stats",
+                                  "--patch_stats_limit", str(STATS_LIMIT)]) == 0
+            cache[key] = (bundle, out)
         return cache[key]
 
     return run
