@@ -226,7 +226,11 @@ def render_markdown(results: dict) -> str:
            f"validation fraction {sizes['validation_fraction']}; Pty-chi at "
            f"{'/'.join(str(i) for i in sizes['ptychi_iterations'])} iterations; scaling sizes "
            f"{', '.join(str(s) for s in sizes['scaling_sizes'])}",
-           f"- Total benchmark wall time: {_fmt(meta.get('wall_s'))} s", ""]
+           f"- Total benchmark wall time: {_fmt(meta.get('wall_s'))} s; 1-minute load average "
+           f"{_fmt(meta.get('load_average', {}).get('start'))} at the start, "
+           f"{_fmt(meta.get('load_average', {}).get('end'))} at the end (a load above the "
+           f"{meta['machine']['cores']} cores means other work competed for the CPU and the "
+           "timings are pessimistic)", ""]
     for note in meta.get("notes", []):
         out.append(f"> {note}")
         out.append("")

@@ -162,7 +162,8 @@ def _run(args: argparse.Namespace, log=print) -> tuple[dict, bool]:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": _machine(), "versions": _versions(), "quick": args.quick,
         "threads": args.threads, "backends": list(args.backends),
-        "sizes": dataclasses.asdict(sizes), "notes": notes}}
+        "sizes": dataclasses.asdict(sizes), "notes": notes,
+        "load_average": {"start": os.getloadavg()[0]}}}
 
     results["flops"] = _microbench(args.backends, args.threads, work, args.step_timeout, log)
     _write_json(out / "flops.json", results["flops"])
@@ -184,6 +185,7 @@ def _run(args: argparse.Namespace, log=print) -> tuple[dict, bool]:
 
         for key in data:
             log(f"pty-chi: {key} ({'/'.join(map(str, sizes.ptychi_iterations))} iterations)")
+            load = os.getloadavg()[0]
             try:
                 r = run_ptychi(data[key]["test"], sc.DOSES[key.split("-")[1]],
                                work / f"ptychi_{key}", sizes.ptychi_iterations, *masks[key],
@@ -194,6 +196,7 @@ def _run(args: argparse.Namespace, log=print) -> tuple[dict, bool]:
                 failed = True
                 r = {"error": str(exc)}
                 log(f"pty-chi {key} FAILED: {exc}")
+            r["load_1min_before"] = load
             results["ptychi"][key] = r
             _write_json(out / f"ptychi_{key}.json", r)
 
@@ -206,7 +209,7 @@ def _run(args: argparse.Namespace, log=print) -> tuple[dict, bool]:
         rpie_t = rpie.get(mid, {}).get("total_s")
         for b in args.backends:
             log(f"{s.name}: {b} training ({sizes.epochs} epochs)")
-            r: dict = {}
+            r: dict = {"load_1min_before": os.getloadavg()[0]}
             try:
                 r["train"] = train_backend(
                     b, data[s.data_key]["train"], work / s.name / f"{b}_train",
@@ -245,6 +248,7 @@ def _run(args: argparse.Namespace, log=print) -> tuple[dict, bool]:
             log(f"scaling FAILED: {exc}\n{traceback.format_exc()}")
 
     results["meta"]["wall_s"] = time.perf_counter() - t_start
+    results["meta"]["load_average"]["end"] = os.getloadavg()[0]
     results["targets"] = evaluate_targets(results, list(args.backends))
     _write_json(out / "benchmark.json", results)
     docs = Path(args.docs) if args.docs else (out / "benchmarks_quick.md" if args.quick
