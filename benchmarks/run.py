@@ -179,58 +179,14 @@ def _run(args: argparse.Namespace, log=print) -> tuple[dict, bool]:
         masks[key] = (illumination_mask(test.probe, test.positions, test.object.shape),
                       test.object)
 
-    results["ptychi"] = {}
-    if not args.no_ptychi:
-        from benchmarks.ptychi_bridge import run_ptychi
-
-        for key in data:
-            log(f"pty-chi: {key} ({'/'.join(map(str, sizes.ptychi_iterations))} iterations)")
-            load = os.getloadavg()[0]
-            try:
-                r = run_ptychi(data[key]["test"], sc.DOSES[key.split("-")[1]],
-                               work / f"ptychi_{key}", sizes.ptychi_iterations, *masks[key],
-                               threads=args.threads, timeout_s=args.step_timeout)
-                results["meta"]["versions"].setdefault("ptychi", r["versions"]["ptychi"])
-                results["meta"]["versions"].setdefault("ptychi_torch", r["versions"]["torch"])
-            except Exception as exc:
-                failed = True
-                r = {"error": str(exc)}
-                log(f"pty-chi {key} FAILED: {exc}")
-            r["load_1min_before"] = load
-            results["ptychi"][key] = r
-            _write_json(out / f"ptychi_{key}.json", r)
-
-    results["scenarios"] = {}
-    for s in scen:
-        entry = {"scenario": s.to_dict(), "backends": {}}
-        mask, truth = masks[s.data_key]
-        rpie = results["ptychi"].get(s.data_key, {}).get("runs", {}).get("rpie", {})
-        mid = str(sorted(sizes.ptychi_iterations)[1])
-        rpie_t = rpie.get(mid, {}).get("total_s")
-        for b in args.backends:
-            log(f"{s.name}: {b} training ({sizes.epochs} epochs)")
-            r: dict = {"load_1min_before": os.getloadavg()[0]}
-            try:
-                r["train"] = train_backend(
-                    b, data[s.data_key]["train"], work / s.name / f"{b}_train",
-                    gridsize=s.gridsize, epochs=sizes.epochs, batch_size=sizes.batch_size,
-                    validation_fraction=sizes.validation_fraction, n_train_patterns=sizes.n_train,
-                    threads=args.threads, timeout_s=args.step_timeout)
-                log(f"{s.name}: {b} inference")
-                r["inference"] = infer_backend(
-                    b, r["train"]["model_dir"], data[s.data_key]["test"],
-                    work / s.name / f"{b}_inference", threads=args.threads, mask=mask,
-                    truth=truth, timeout_s=args.step_timeout)
-                t = r["inference"].get("time_to_image_s")
-                if t and rpie_t:
-                    r["inference"]["ratio_to_rpie"] = t / rpie_t
-            except Exception as exc:
-                failed = True
-                r["error"] = str(exc)
-                log(f"{s.name}: {b} FAILED: {exc}")
-            entry["backends"][b] = r
-        results["scenarios"][s.name] = entry
-        _write_json(out / f"{s.name}.json", entry)
+    # Pty-chi on one data set, then the network scenarios on the same data, so that each
+    # comparison is measured under similar machine load.
+    results["ptychi"], results["scenarios"] = {}, {}
+    for key in data:
+        if not args.no_ptychi:
+            failed |= _ptychi_step(key, data, masks, sizes, args, results, out, work, log)
+        for s in (s for s in scen if s.data_key == key):
+            failed |= _scenario_step(s, data, masks, sizes, args, results, out, work, log)
 
     if not args.no_scaling:
         from benchmarks.scaling import plot_scaling, run_scaling
@@ -258,6 +214,59 @@ def _run(args: argparse.Namespace, log=print) -> tuple[dict, bool]:
     atomic_write_text(docs, render_markdown(clean(results)))
     log(f"wrote {out / 'benchmark.json'} and {docs} in {results['meta']['wall_s']:.0f} s")
     return results, failed
+
+
+def _ptychi_step(key, data, masks, sizes, args, results, out, work, log) -> bool:
+    from benchmarks.ptychi_bridge import run_ptychi
+
+    log(f"pty-chi: {key} ({'/'.join(map(str, sizes.ptychi_iterations))} iterations)")
+    load, failed = os.getloadavg()[0], False
+    try:
+        r = run_ptychi(data[key]["test"], sc.DOSES[key.split("-")[1]], work / f"ptychi_{key}",
+                       sizes.ptychi_iterations, *masks[key], threads=args.threads,
+                       timeout_s=args.step_timeout)
+        results["meta"]["versions"].setdefault("ptychi", r["versions"]["ptychi"])
+        results["meta"]["versions"].setdefault("ptychi_torch", r["versions"]["torch"])
+    except Exception as exc:
+        failed = True
+        r = {"error": str(exc)}
+        log(f"pty-chi {key} FAILED: {exc}")
+    r["load_1min_before"] = load
+    results["ptychi"][key] = r
+    _write_json(out / f"ptychi_{key}.json", r)
+    return failed
+
+
+def _scenario_step(s, data, masks, sizes, args, results, out, work, log) -> bool:
+    entry, failed = {"scenario": s.to_dict(), "backends": {}}, False
+    mask, truth = masks[s.data_key]
+    rpie = results["ptychi"].get(s.data_key, {}).get("runs", {}).get("rpie", {})
+    rpie_t = rpie.get(str(sorted(sizes.ptychi_iterations)[1]), {}).get("total_s")
+    for b in args.backends:
+        log(f"{s.name}: {b} training ({sizes.epochs} epochs)")
+        r: dict = {"load_1min_before": os.getloadavg()[0]}
+        try:
+            r["train"] = train_backend(
+                b, data[s.data_key]["train"], work / s.name / f"{b}_train",
+                gridsize=s.gridsize, epochs=sizes.epochs, batch_size=sizes.batch_size,
+                validation_fraction=sizes.validation_fraction, n_train_patterns=sizes.n_train,
+                threads=args.threads, timeout_s=args.step_timeout)
+            log(f"{s.name}: {b} inference")
+            r["inference"] = infer_backend(
+                b, r["train"]["model_dir"], data[s.data_key]["test"],
+                work / s.name / f"{b}_inference", threads=args.threads, mask=mask, truth=truth,
+                timeout_s=args.step_timeout)
+            t = r["inference"].get("time_to_image_s")
+            if t and rpie_t:
+                r["inference"]["ratio_to_rpie"] = t / rpie_t
+        except Exception as exc:
+            failed = True
+            r["error"] = str(exc)
+            log(f"{s.name}: {b} FAILED: {exc}")
+        entry["backends"][b] = r
+    results["scenarios"][s.name] = entry
+    _write_json(out / f"{s.name}.json", entry)
+    return failed
 
 
 def main(argv=None) -> int:

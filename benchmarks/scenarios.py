@@ -40,7 +40,7 @@ class Sizes:
     validation_fraction: float = 0.125
 
 
-FULL = Sizes(n_train=192, n_test=192, epochs=5, batch_size=16,
+FULL = Sizes(n_train=128, n_test=128, epochs=5, batch_size=16,
              ptychi_iterations=(50, 100, 200), scaling_sizes=(1000, 10000), scaling_epochs=1)
 QUICK = Sizes(n_train=64, n_test=64, epochs=1, batch_size=16, ptychi_iterations=(2, 4, 8),
               scaling_sizes=(200, 400), scaling_epochs=1)
