@@ -17,7 +17,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 torch = pytest.importorskip("torch")
 
-from parity_tools import assert_close, rel_err  # noqa: E402
+from tests.parity.parity_tools import assert_close, rel_err  # noqa: E402
 from ptycho import tf_weights  # noqa: E402
 from ptycho.config import ModelConfig  # noqa: E402
 from ptycho.probe import default_probe  # noqa: E402

@@ -14,7 +14,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 torch = pytest.importorskip("torch")
 
-from parity_tools import (RTOL32, RTOL64, assert_close, loss_weights,  # noqa: E402
+from tests.parity.parity_tools import (RTOL32, RTOL64, assert_close, loss_weights,  # noqa: E402
                           rel_err, tf_value_and_grads, torch_value_and_grads)
 from ptycho import physics as P  # noqa: E402
 from ptycho import tf_helper as T  # noqa: E402

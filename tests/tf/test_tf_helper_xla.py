@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from test_tf_helper_compiled import check_all_batch_sizes_and_gridsizes  # noqa: E402
+from tests.tf.test_tf_helper_compiled import check_all_batch_sizes_and_gridsizes  # noqa: E402
 
 
 def test_xla_all_batch_sizes_and_gridsizes():

@@ -2,7 +2,7 @@
 import pytest
 
 from ptycho.data.contract import save_npz
-from torch_testdata import make_scan
+from tests.torch.torch_testdata import make_scan
 
 
 @pytest.fixture(scope="session")

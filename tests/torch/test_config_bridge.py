@@ -8,7 +8,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 
 from ptycho_torch import config_bridge as cb  # noqa: E402
-from torch_testdata import make_payload  # noqa: E402
+from tests.torch.torch_testdata import make_payload  # noqa: E402
 
 
 def test_trainer_kwargs_carry_every_execution_and_training_setting(tiny_scan, tmp_path):

@@ -5,7 +5,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("lightning")
 
-from torch_testdata import make_payload, make_scan  # noqa: E402
+from tests.torch.torch_testdata import make_payload, make_scan  # noqa: E402
 from ptycho_torch.data_module import PtychoDataModule, split_indices  # noqa: E402
 
 

@@ -11,7 +11,7 @@ from ptycho import physics as ref  # noqa: E402
 from ptycho.bundle import load_bundle  # noqa: E402
 from ptycho_torch.data_module import PtychoDataModule  # noqa: E402
 from ptycho_torch.lightning_module import PtychoLightningModule  # noqa: E402
-from torch_testdata import make_payload  # noqa: E402
+from tests.torch.torch_testdata import make_payload  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 
