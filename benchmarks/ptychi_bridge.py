@@ -58,10 +58,15 @@ def run_ptychi(test_npz: Path, nphotons: float, out_dir: Path, iterations, mask:
     with np.load(out_npz, allow_pickle=False) as z:
         for alg, info in report["algorithms"].items():
             runs[alg] = {}
-            for it, t in info["time_s"].items():
+            for it in (str(i) for i in report["iterations"]):
+                if it not in info["time_s"]:
+                    runs[alg][it] = {"diverged": True, "batch_size": info.get("batch_size")}
+                    continue
+                t = info["time_s"][it]
                 metrics = quality(z[f"{alg}_{it}"], truth, mask)
                 runs[alg][it] = {"time_s": t, "setup_s": info["setup_s"],
-                                 "total_s": t + info["setup_s"], **metrics}
+                                 "total_s": t + info["setup_s"],
+                                 "batch_size": info.get("batch_size"), **metrics}
     return {"runs": runs, "peak_rss_mb": res.peak_rss_mb, "wall_s": res.wall_s,
             "versions": report["versions"], "batch_size": report["batch_size"],
             "threads": report["threads"], "iterations": report["iterations"]}

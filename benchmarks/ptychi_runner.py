@@ -113,6 +113,20 @@ def ptychi_probe(probe: np.ndarray, nphotons: float) -> np.ndarray:
     return P.astype(np.complex64)[None, None]
 
 
+def batch_size_for(alg: str, batch_size: int, M: int) -> int:
+    """Minibatch size of one algorithm.
+
+    Pty-chi's PIE engines sum the updates of every pattern of a minibatch; with ePIE's full
+    step (alpha = 1) the overlapping updates add up, and at 75% overlap (about 12 patterns
+    cover a pixel) a batch of M/4 overshoots and diverges. ePIE therefore uses batches of
+    M/16 (about one pattern per pixel per batch, close to the sequential classic). rPIE
+    (alpha = 0.1, normalised step) and LSQML (solved step length) use ``batch_size``.
+    """
+    if alg == "epie":
+        return max(1, min(batch_size, M // 16))
+    return max(1, min(batch_size, M))
+
+
 def build_options(alg: str, n_epochs: int, batch_size: int, seed: int, lsqml_noise: str):
     """Pty-chi options for one algorithm (see the module doc for every convention)."""
     import ptychi.api as api
@@ -185,10 +199,11 @@ def run(args: argparse.Namespace) -> dict:
               "device": "cpu", "algorithms": {}}
     for alg in args.algorithms:
         t0 = time.perf_counter()
-        task = make_task(alg, scan, args.nphotons, iters[-1], args.batch_size, args.seed,
+        task = make_task(alg, scan, args.nphotons, iters[-1],
+                         batch_size_for(alg, args.batch_size, report["M"]), args.seed,
                          args.lsqml_noise)
         setup = time.perf_counter() - t0
-        times, done, elapsed = {}, 0, 0.0
+        times, done, elapsed, diverged = {}, 0, 0.0, None
         for target in iters:
             t1 = time.perf_counter()
             task.run(target - done)
@@ -196,11 +211,17 @@ def run(args: argparse.Namespace) -> dict:
             done = target
             obj = task.get_data_to_cpu("object", as_numpy=True)[0]
             if not np.all(np.isfinite(obj)):
-                raise RuntimeError(f"{alg}: object has NaN/Inf after {target} iterations")
+                diverged = target
+                print(f"ptychi_runner: {alg} diverged (NaN/Inf) by {target} iterations",
+                      flush=True)
+                break
             objects[f"{alg}_{target}"] = obj.astype(np.complex64)
             times[str(target)] = elapsed
             print(f"ptychi_runner: {alg} {target} iterations: {elapsed:.2f} s", flush=True)
-        report["algorithms"][alg] = {"setup_s": setup, "time_s": times}
+        report["algorithms"][alg] = {"setup_s": setup, "time_s": times,
+                                     "batch_size": batch_size_for(alg, args.batch_size,
+                                                                  report["M"]),
+                                     "diverged_at": diverged}
         del task
     report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     out = Path(args.output)
