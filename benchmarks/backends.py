@@ -9,8 +9,9 @@ Training measurements:
 
 * ``wall_s`` and ``peak_rss_mb`` of the training process (``os.wait4``);
 * per-epoch wall time: TensorFlow records ``time_s`` per epoch in ``history.json``; for PyTorch
-  the modification times of ``checkpoints/last.ckpt`` (rewritten after every epoch) are sampled
-  and differenced. ``epoch_s`` is the median over epochs after the first (the first includes
+  the elapsed time of Lightning's per-epoch progress bar in the log (1 s resolution), or else
+  the rewrite times of ``checkpoints/last.ckpt`` (Lightning rewrites it only when a checkpoint
+  is saved, so not necessarily every epoch). ``epoch_s`` is the median over epochs after the first (the first includes
   graph tracing / warm-up, reported as ``first_epoch_s``); with one epoch it is that epoch.
   An epoch includes its validation pass (``validation_fraction`` of the groups, forward only).
 * ``patterns_per_s`` = training patterns per epoch / ``epoch_s``; ``gflops`` = that rate times
@@ -24,6 +25,7 @@ the common illumination mask (``benchmarks.evaluate``).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import statistics
 import sys
@@ -34,10 +36,11 @@ import numpy as np
 
 from benchmarks.evaluate import clean, quality
 from benchmarks.flops import flops_per_pattern
-from benchmarks.measure import run_command
+from benchmarks.measure import run_command, tail
 
 __all__ = ["BACKENDS", "CLI_MODULES", "train_backend", "infer_backend", "train_flags",
-           "epoch_times", "summarise_epochs"]
+           "epoch_times", "summarise_epochs", "tqdm_epoch_times", "training_rates",
+           "refresh_training"]
 
 CLI_MODULES = {"tensorflow": ("ptycho.train", "ptycho.inference"),
                "pytorch": ("ptycho_torch.train", "ptycho_torch.inference")}
@@ -54,20 +57,44 @@ def train_flags(train_npz: Path, out_dir: Path, *, gridsize: int, epochs: int, b
             "--logger", "none", "--seed", str(seed)]
 
 
-def epoch_times(history: dict, marks: list) -> tuple[list[float], bool]:
-    """Per-epoch seconds and whether the first epoch is among them.
+_TQDM_EPOCH = re.compile(r"Epoch (\d+): 100%\|[^|]*\|\s*\d+/\d+ \[(?:(\d+):)?(\d+):(\d+)<")
 
-    ``history['time_s']`` (every epoch) when present; else the differences of ``marks`` (times
-    at which the per-epoch checkpoint changed): the first mark ends epoch 1, whose start is
-    unknown, so the differences cover epochs 2, 3, ...
+
+def tqdm_epoch_times(log_text: str) -> list[float]:
+    """Per-epoch seconds from Lightning's progress bar in a training log.
+
+    The last refresh of each ``Epoch k: 100%|...| n/n [mm:ss<...`` line is printed after the
+    epoch's validation, so its elapsed time covers the whole epoch (1 s resolution).
+    """
+    last: dict[int, float] = {}
+    for line in log_text.replace("\r", "\n").splitlines():
+        m = _TQDM_EPOCH.search(line)
+        if m:
+            h = int(m.group(2) or 0)
+            last[int(m.group(1))] = 3600.0 * h + 60.0 * int(m.group(3)) + float(m.group(4))
+    return [last[k] for k in sorted(last)]
+
+
+def epoch_times(history: dict, marks: list, log_text: str = "") -> tuple[list[float], bool, str]:
+    """Per-epoch seconds, whether the first epoch is among them, and their source.
+
+    In order of preference: ``history['time_s']`` (TensorFlow records every epoch); the
+    progress-bar times in the log (PyTorch/Lightning, every epoch, 1 s resolution); the
+    differences of ``marks`` (times at which the per-epoch checkpoint changed; the first mark
+    ends epoch 1, whose start is unknown, so they cover epochs 2, 3, ...).
     """
     t = [float(v) for v in history.get("time_s", []) if v is not None]
     if t:
-        return t, True
-    return [b - a for a, b in zip(marks, marks[1:])], False
+        return t, True, "history time_s"
+    t = tqdm_epoch_times(log_text)
+    n = len(history.get("epoch", []))
+    if t and (n == 0 or len(t) == n):
+        return t, True, "progress bar elapsed (1 s resolution)"
+    return [b - a for a, b in zip(marks, marks[1:])], False, "checkpoint mtimes"
 
 
-def summarise_epochs(times: list[float], has_first: bool, wall_s: float, n_epochs: int) -> dict:
+def summarise_epochs(times: list[float], has_first: bool, wall_s: float, n_epochs: int,
+                     source: str = "") -> dict:
     """``epoch_s`` (median of the steady-state epochs), ``first_epoch_s`` and the source."""
     if not times:
         return {"epoch_s": wall_s / max(n_epochs, 1), "first_epoch_s": None,
@@ -75,7 +102,15 @@ def summarise_epochs(times: list[float], has_first: bool, wall_s: float, n_epoch
     steady = times[1:] if has_first and len(times) > 1 else times
     return {"epoch_s": statistics.median(steady),
             "first_epoch_s": times[0] if has_first else None, "epoch_times_s": times,
-            "epoch_time_source": "history time_s" if has_first else "checkpoint mtimes"}
+            "epoch_time_source": source}
+
+
+def training_rates(summary: dict, patterns_per_epoch: int, gridsize: int) -> dict:
+    """Training patterns/s and convolution GFLOP/s from an epoch summary."""
+    e = summary["epoch_s"]
+    rate = patterns_per_epoch / e if e and e > 0 else float("nan")
+    return {"patterns_per_s": rate,
+            "gflops": rate * flops_per_pattern(64, gridsize, True, train=True) / 1e9}
 
 
 def train_backend(backend: str, train_npz: Path, work: Path, *, gridsize: int, epochs: int,
@@ -106,13 +141,13 @@ def train_backend(backend: str, train_npz: Path, work: Path, *, gridsize: int, e
     n_epochs = len(history.get("epoch", [])) or epochs
     n_val = min(n_train_patterns - 1, max(1, int(round(validation_fraction * n_train_patterns))))
     per_epoch = (n_train_patterns - n_val) * gridsize ** 2
-    summary = summarise_epochs(*epoch_times(history, res.marks), res.wall_s, n_epochs)
-    rate = per_epoch / summary["epoch_s"] if summary["epoch_s"] > 0 else float("nan")
-    gflops = rate * flops_per_pattern(64, gridsize, True, train=True) / 1e9
+    times, has_first, source = epoch_times(history, res.marks, tail(res.log_path, 10 ** 7))
+    summary = summarise_epochs(times, has_first, res.wall_s, n_epochs, source)
+    rates = training_rates(summary, per_epoch, gridsize)
     final = {k: (history.get(k) or [None])[-1] for k in ("train_loss", "val_loss")}
     return clean({"backend": backend, "wall_s": res.wall_s, "peak_rss_mb": res.peak_rss_mb,
                   "epochs": n_epochs, "patterns_per_epoch": per_epoch,
-                  "patterns_per_s": rate, "gflops": gflops, **summary, **final,
+                  **rates, **summary, **final, "gridsize": gridsize,
                   "model_dir": str(out / "model"), "log": str(res.log_path)})
 
 
@@ -145,3 +180,26 @@ def infer_backend(backend: str, model_dir: Path, test_npz: Path, work: Path, *, 
             origin = tuple(int(v) for v in z["origin"]) if "origin" in z.files else (0, 0)
             result["quality"] = quality(z["object"], truth, mask, origin=origin)
     return clean(result)
+
+
+def refresh_training(train: dict) -> dict:
+    """Recompute the epoch times and rates of a ``train_backend`` result from its saved files
+    (``history.json`` beside the bundle and the training log); returns an updated copy."""
+    out_dir = Path(train["model_dir"]).parent
+    hist = out_dir / "history.json"
+    history = json.loads(hist.read_text()) if hist.is_file() else {}
+    times, has_first, source = epoch_times(history, [], tail(Path(train["log"]), 10 ** 7))
+    if not times:
+        return train
+    summary = summarise_epochs(times, has_first, train["wall_s"], train["epochs"], source)
+    new = {**train, **summary}
+    new.update(training_rates(summary, train["patterns_per_epoch"],
+                              train.get("gridsize") or _gridsize_from(history, train)))
+    return clean(new)
+
+
+def _gridsize_from(history: dict, train: dict) -> int:
+    manifest = Path(train["model_dir"]) / "manifest.json"
+    if manifest.is_file():
+        return int(json.loads(manifest.read_text()).get("gridsize", 1))
+    return 1

@@ -116,13 +116,14 @@ def ptychi_probe(probe: np.ndarray, nphotons: float) -> np.ndarray:
 def batch_size_for(alg: str, batch_size: int, M: int) -> int:
     """Minibatch size of one algorithm.
 
-    Pty-chi's PIE engines sum the updates of every pattern of a minibatch; with ePIE's full
-    step (alpha = 1) the overlapping updates add up, and at 75% overlap (about 12 patterns
-    cover a pixel) a batch of M/4 overshoots and diverges. ePIE therefore uses batches of
-    M/16 (about one pattern per pixel per batch, close to the sequential classic). rPIE
-    (alpha = 0.1, normalised step) and LSQML (solved step length) use ``batch_size``.
+    Pty-chi's PIE engines sum the updates of every pattern of a minibatch. At 75% overlap
+    about 12 patterns cover a pixel, so a batch of M/4 adds about three full-step updates per
+    pixel; on 128-pattern scans both ePIE (alpha 1) and rPIE (alpha 0.1) then overshoot and
+    diverge to NaN. The PIE engines therefore use batches of M/16 (about one pattern per pixel
+    per batch, close to the sequential classics), at most ``batch_size``. LSQML solves its
+    step length and uses ``batch_size``.
     """
-    if alg == "epie":
+    if alg in ("epie", "rpie"):
         return max(1, min(batch_size, M // 16))
     return max(1, min(batch_size, M))
 

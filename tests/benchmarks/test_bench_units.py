@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from benchmarks import flops, scenarios
-from benchmarks.backends import epoch_times, summarise_epochs, train_flags
+from benchmarks.backends import (epoch_times, summarise_epochs, tqdm_epoch_times,
+                                 train_flags, training_rates)
 from benchmarks.evaluate import clean, illumination_mask, quality
 from benchmarks.measure import CommandError, run_command
 from benchmarks.ptychi_runner import load_scan, ptychi_probe
@@ -101,16 +102,27 @@ def test_run_command_timeout_and_file_marks(tmp_path):
 
 
 # ------------------------------------------------------------------------------ backends
-def test_epoch_times_from_history_or_marks():
-    assert epoch_times({"time_s": [5.0, 2.0, 2.2]}, [1, 2]) == ([5.0, 2.0, 2.2], True)
-    t, first = epoch_times({}, [10.0, 12.5, 15.5])
-    assert t == pytest.approx([2.5, 3.0]) and first is False
+def test_epoch_times_from_history_progress_bar_or_marks():
+    assert epoch_times({"time_s": [5.0, 2.0, 2.2]}, [1, 2]) == ([5.0, 2.0, 2.2], True,
+                                                              "history time_s")
+    log = ("Epoch 0:  50%|##   | 1/2 [00:03<00:03]\rEpoch 0: 100%|#####| 2/2 [00:07<00:00, x]"
+           "\rEpoch 0: 100%|#####| 2/2 [00:09<00:00, val]\n"
+           "Epoch 1: 100%|#####| 2/2 [01:05<00:00, val]\rEpoch 2: 100%|#####| 2/2 "
+           "[1:00:02<00:00]\n")
+    assert tqdm_epoch_times(log) == [9.0, 65.0, 3602.0]
+    t, first, src = epoch_times({"epoch": [0, 1, 2]}, [], log)
+    assert t == [9.0, 65.0, 3602.0] and first and "progress" in src
+    t, first, src = epoch_times({"epoch": [0, 1, 2, 3]}, [10.0, 12.5, 15.5], log)
+    assert t == pytest.approx([2.5, 3.0]) and first is False and src == "checkpoint mtimes"
     s = summarise_epochs([5.0, 2.0, 2.2, 2.4], True, 30.0, 4)
     assert s["epoch_s"] == pytest.approx(2.2) and s["first_epoch_s"] == 5.0
     s = summarise_epochs([2.5, 3.0], False, 30.0, 3)
     assert s["epoch_s"] == pytest.approx(2.75) and s["first_epoch_s"] is None
     s = summarise_epochs([], False, 30.0, 1)
     assert s["epoch_s"] == 30.0 and "wall" in s["epoch_time_source"]
+    r = training_rates({"epoch_s": 2.0}, 100, 1)
+    assert r["patterns_per_s"] == 50.0
+    assert r["gflops"] == pytest.approx(50.0 * flops.flops_per_pattern(64, 1, True, True) / 1e9)
 
 
 def test_train_flags_are_shared_cli_flags():
