@@ -53,8 +53,8 @@ METHOD = [
     "grid. Checked: Pty-chi's forward model applied to the true object reproduces our "
     "noise-free simulated intensities to 1e-4 relative error, and its reconstructions register "
     "to the truth with zero shift. Probe, positions and probe power are held fixed (object-probe "
-    "ambiguity removal and LSQML's first-epoch probe rescaling off); minibatches of 32 "
-    "patterns (ePIE: M/16, because its summed full-step updates diverge in larger batches); each "
+    "ambiguity removal and LSQML's first-epoch probe rescaling off); minibatches of M/8 "
+    "patterns for ePIE and rPIE (their summed updates diverged with M/4) and 32 for LSQML; each "
     "algorithm runs once to the largest iteration count, the object is copied out at every "
     "checkpoint.",
     "- Quality: `ptycho.metrics.evaluate_reconstruction` (global phase and amplitude scale "
@@ -266,8 +266,8 @@ def render_markdown(results: dict) -> str:
                        "infer pat/s", "÷ rPIE@100"], rows))
     out += ["", "## Pty-chi reference (known probe, CPU)", "",
             "Pty-chi " + str(meta["versions"].get("ptychi", "?")) + " in its own environment "
-            "(`benchmarks/.venv-ptychi`), ePIE (alpha 1, minibatches of M/16 patterns), rPIE (alpha "
-            "0.1), LSQML (Gaussian noise model), probe and positions fixed to the truth, object started at 1. Time = "
+            "(`benchmarks/.venv-ptychi`), ePIE (alpha 1), rPIE (alpha 0.1) (both in minibatches of M/8 "
+            "patterns), LSQML (Gaussian noise model), probe and positions fixed to the truth, object started at 1. Time = "
             "set-up + iterations (the figure compared with time-to-image).", ""]
     rows = []
     for key, p in results.get("ptychi", {}).items():

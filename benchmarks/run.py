@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="override the training epochs")
     p.add_argument("--scaling-sizes", nargs="+", type=int, default=None,
                    help="pattern counts of the scaling curve (e.g. 1000 10000 100000)")
-    p.add_argument("--scaling-backends", nargs="+", default=["pytorch"], choices=BACKENDS)
+    p.add_argument("--scaling-backends", nargs="+", default=["tensorflow"], choices=BACKENDS,
+                   help="backends of the scaling curve (default tensorflow: the faster CPU "
+                        "inference, so 10k patterns fit the time budget)")
     p.add_argument("--ptychi-all-doses", nargs="+", default=None, choices=sorted(sc.DOSES),
                    help="doses whose test scans get all three Pty-chi algorithms (ePIE, rPIE, "
                         "LSQML); the others get rPIE only (the time-to-image reference). "
@@ -199,8 +201,10 @@ def _run(args: argparse.Namespace, log=print) -> tuple[dict, bool]:
     for key in data:
         if not args.no_ptychi:
             failed |= _ptychi_step(key, data, masks, sizes, args, results, out, work, log)
+        _write_json(out / "benchmark.json", results)
         for s in (s for s in scen if s.data_key == key):
             failed |= _scenario_step(s, data, masks, sizes, args, results, out, work, log)
+            _write_json(out / "benchmark.json", results)
 
     if not args.no_scaling:
         from benchmarks.scaling import plot_scaling, run_scaling
