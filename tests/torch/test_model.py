@@ -7,6 +7,7 @@ torch = pytest.importorskip("torch")
 from ptycho import physics as ref  # noqa: E402
 from ptycho.config import ModelConfig  # noqa: E402
 from ptycho.probe import default_probe, normalize_probe, probe_mask  # noqa: E402
+from ptycho_torch import helper  # noqa: E402
 from ptycho_torch.model import PtychoPINN, count_parameters, network_filters  # noqa: E402
 
 
@@ -149,3 +150,28 @@ def test_batch_independence_of_the_forward_pass():
         full = m(X, offsets).counts
         parts = torch.cat([m(X[:3], offsets[:3]).counts, m(X[3:], offsets[3:]).counts])
     torch.testing.assert_close(full, parts, rtol=1e-5, atol=1e-5 * full.abs().max().item())
+
+
+def test_ground_truth_object_reproduces_simulated_counts():
+    """Simulator and model agree: the true object patches, put through the model's physics with
+    the simulator's dose as intensity scale, give back the noise-free simulated counts."""
+    from ptycho.data.prepare import prepare_grouped_arrays
+    from ptycho.payload import DataStatistics
+    from tests.torch.torch_testdata import make_scan
+
+    data = make_scan(nphotons=1e8, seed=3, noise=False)
+    stats = DataStatistics.from_amplitudes(data.diffraction, nphotons=1e8)
+    ga = prepare_grouped_arrays(data, 1, stats.normalization_factor, with_ground_truth=True,
+                                interpolation="bilinear")
+    m = PtychoPINN(ModelConfig(N=32, gridsize=1), data.probe, stats.intensity_scale,
+                   stats.normalization_factor)
+    X = torch.from_numpy(np.array(ga.X)).double()
+    F = helper.far_field(helper.illuminate(torch.from_numpy(np.array(ga.gt_patches)),
+                                           m.effective_probe()))
+    lam = (stats.intensity_scale ** 2 * (F.real ** 2 + F.imag ** 2)).double()
+    K = m.target_counts(X)
+    rel = float((lam - K).abs().sum() / K.sum())
+    assert rel < 1e-5, rel
+    # the intensity scale measured from the counts is lower by the object's mean transmission
+    measured = DataStatistics.from_amplitudes(data.diffraction)
+    assert measured.intensity_scale < stats.intensity_scale

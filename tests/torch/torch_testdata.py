@@ -5,8 +5,9 @@ from ptycho.objects import make_object
 from ptycho.probe import default_probe
 from ptycho.simulate import simulate_scan
 
-def make_scan(N=32, n_side=6, step=5.0, nphotons=1e6, seed=0, jitter=0.4):
-    """A raster scan of n_side**2 patterns over a 'grf' object, Poisson noise, fixed seed."""
+def make_scan(N=32, n_side=6, step=5.0, nphotons=1e6, seed=0, jitter=0.4, noise=True):
+    """A raster scan of n_side**2 patterns over a 'grf' object, Poisson noise (unless
+    ``noise=False``), fixed seed."""
     rng = np.random.default_rng(seed)
     span = step * (n_side - 1)
     size = int(np.ceil(span)) + N + 4
@@ -15,7 +16,8 @@ def make_scan(N=32, n_side=6, step=5.0, nphotons=1e6, seed=0, jitter=0.4):
     yy, xx = np.meshgrid(grid, grid, indexing="ij")
     pos = np.stack([yy.ravel(), xx.ravel()], axis=1)
     pos = pos + rng.uniform(-jitter, jitter, pos.shape)
-    return simulate_scan(obj, default_probe(N), pos, nphotons, rng, interpolation="bilinear")
+    return simulate_scan(obj, default_probe(N), pos, nphotons, rng, noise=noise,
+                         interpolation="bilinear")
 
 
 def make_payload(train_data, *, output_dir, **sections):
