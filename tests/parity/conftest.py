@@ -11,8 +11,8 @@ pytest.importorskip("tensorflow")
 pytest.importorskip("torch")
 pytest.importorskip("lightning")
 
-#: Batches per phase for which patch statistics are logged in the CLI runs.
-STATS_LIMIT = 2
+from tests.parity.parity_tools import STATS_LIMIT  # noqa: E402
+
 TRAIN_FLAGS = ("--N", "32", "--max_epochs", "1", "--batch_size", "8", "--learning_rate", "1e-3",
                "--seed", "0", "--accelerator", "cpu", "--logger", "none", "--log_patch_stats",
                "--patch-stats-limit", str(STATS_LIMIT))

@@ -14,6 +14,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+#: Batches per phase for which the CLI runs of the suite log patch statistics.
+STATS_LIMIT = 2
 RTOL32 = 1e-5      # float32 results, relative to the reference's max |value|
 RTOL64 = 1e-10     # the same computation in float64 on both frameworks
 

@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("tensorflow")
 pytest.importorskip("torch")
 
-from tests.parity.conftest import STATS_LIMIT  # noqa: E402
+from tests.parity.parity_tools import STATS_LIMIT  # noqa: E402
 
 OTHER = {"tf": "torch", "torch": "tf"}
 STAT_KEYS = ("global_mean", "global_std", "var_zero_mean", "global_min", "global_max")

@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("tensorflow")
 pytest.importorskip("torch")
 
-from tests.parity.conftest import STATS_LIMIT  # noqa: E402
+from tests.parity.parity_tools import STATS_LIMIT  # noqa: E402
 
 
 def check_entries(path, backend, gridsize, phase):
