@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import resource
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ import numpy as np
 
 from ptycho.config import ConfigError, DataConfig, PtychoConfig
 from ptycho.config_bridge import Override, resolve_config
+from ptycho.inference_core import InferenceResult, prepare_scan, stream_and_write
 
 __all__ = ["BUNDLE_DIRNAME", "WEIGHTS_FILENAME", "BACKEND", "TrainingResult", "InferenceResult",
            "build_training_payload", "configure_execution", "run_training",
@@ -74,11 +73,6 @@ def configure_execution(execution) -> str:
     if execution.deterministic:
         tf.config.experimental.enable_op_determinism()
     return "gpu" if gpus else "cpu"
-
-
-def _peak_rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss     # kB on Linux, bytes on macOS
-    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 
 
 # ------------------------------------------------------------------------------ training
@@ -291,129 +285,34 @@ def load_model(bundle, precision: str = "32"):
     return model
 
 
-@dataclass
-class InferenceResult:
-    """What :func:`run_inference` produced."""
-
-    obj: np.ndarray
-    scanned_mask: np.ndarray
-    origin: tuple
-    n_groups: int
-    n_patterns: int
-    metrics: Optional[dict]
-    timing: dict
-    output_files: dict = field(default_factory=dict)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
-
-
 def run_inference(payload, bundle, *, t_start: Optional[float] = None,
                   log: Callable[[str], None] = print) -> InferenceResult:
     """Predict, stitch and write every output of one inference run (see ``ptycho.inference``)."""
     import tensorflow as tf
 
-    from ptycho.atomic import atomic_save_npz, atomic_write_json
-    from ptycho.data.contract import load_npz
-    from ptycho.data.prepare import iter_grouped_batches, prepare_grouped_arrays
-    from ptycho.physics import normalization_factor
-    from ptycho.plotting import save_complex_image_png
-    from ptycho.stitch import Stitcher, canvas_for_positions
-
     t0 = time.perf_counter() if t_start is None else t_start
     cfg = payload.config
-    inf, m, ex = cfg.inference, cfg.model, cfg.execution
-    out = Path(inf.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    ex = cfg.execution
     device = configure_execution(ex)
     model = load_model(bundle, precision=ex.precision)
-    data = load_npz(inf.test_data)
-    if data.N != m.N:
-        raise ValueError(f"{data.source}: patterns are {data.N}x{data.N} but the model was "
-                         f"trained with N={m.N}")
-    factor = normalization_factor(data.diffraction)
-    grouped = prepare_grouped_arrays(data, m.gridsize, factor, n_groups=cfg.data.n_groups,
-                                     K=cfg.data.K, seed=cfg.data.seed,
-                                     interpolation=m.interpolation)
-    N, C = m.N, grouped.C
-    if data.object is not None:
-        canvas_shape, origin = tuple(data.object.shape), (0, 0)
-    else:
-        canvas_shape, origin = canvas_for_positions(grouped.positions.reshape(-1, 2), N)
-    crop = cfg.resolved_stitch_crop
-    stitcher = Stitcher(canvas_shape, N, crop=crop, interpolation=m.interpolation, origin=origin)
-    patch_logger = None
-    if inf.log_patch_stats:
-        from ptycho.patch_stats import PatchStatsLogger
-
-        patch_logger = PatchStatsLogger(out, BACKEND, m.gridsize, limit=inf.patch_stats_limit)
+    scan = prepare_scan(cfg)
     t_load = time.perf_counter() - t0
     log(f"ptycho.inference: bundle {payload.bundle_dir}: intensity scale "
         f"{bundle.intensity_scale:.6g} (trained), training normalisation factor "
-        f"{bundle.normalization_factor:.6g}; test data {data.source}: {data.M} patterns, "
-        f"{len(grouped)} groups of {C}, normalisation factor {factor:.6g}; device {device}")
+        f"{bundle.normalization_factor:.6g}; test data {scan.data.source}: {scan.data.M} "
+        f"patterns, {len(scan.grouped)} groups of {scan.grouped.C}, normalisation factor "
+        f"{scan.normalization_factor:.6g}; device {device}")
 
-    def predict(X, offsets):
+    def forward(X, offsets):
         return model((X, offsets), training=False)["object"]
 
-    predict_fn = tf.function(predict, jit_compile=ex.jit_compile, reduce_retracing=True)
-    t_predict = t_stitch = 0.0
-    for batch_idx, sl in enumerate(iter_grouped_batches(grouped, inf.batch_size)):
-        ts = time.perf_counter()
-        X = tf.constant(np.transpose(grouped.X[sl], (0, 2, 3, 1)))
-        obj = predict_fn(X, tf.constant(grouped.offsets[sl]))
-        obj_np = np.transpose(obj.numpy(), (0, 3, 1, 2)).astype(np.complex64)   # (B, C, N, N)
-        t_predict += time.perf_counter() - ts
-        ts = time.perf_counter()
-        stitcher.add(obj_np.reshape(-1, N, N), grouped.positions[sl].reshape(-1, 2))
-        if patch_logger is not None:
-            patch_logger.log(obj_np, "inference", batch_idx)
-        t_stitch += time.perf_counter() - ts
-    if stitcher.n_patches != len(grouped) * C:
-        raise RuntimeError(f"stitched {stitcher.n_patches} patches but {len(grouped) * C} were "
-                           "predicted")
-    ts = time.perf_counter()
-    result = stitcher.result()
-    H, W = result.obj.shape
-    used = np.unique(grouped.nn_indices).astype(np.int64)       # scan patterns reconstructed
-    files: dict[str, Any] = {}
-    files["reconstruction"] = atomic_save_npz(out / "reconstruction.npz", {
-        "object": result.obj, "amplitude": np.abs(result.obj).astype(np.float32),
-        "phase": np.angle(result.obj).astype(np.float32), "weight": result.weight,
-        "scanned_mask": result.scanned_mask, "origin": np.asarray(result.origin, np.int64),
-        "canvas_y": result.origin[0] + np.arange(H, dtype=np.float64),
-        "canvas_x": result.origin[1] + np.arange(W, dtype=np.float64),
-        "scan_index": used, "scan_positions": data.positions[used] - np.asarray(result.origin,
-                                                                                np.float64),
-        "stitch_crop": np.int64(crop)})
-    files["amplitude_png"], files["phase_png"] = save_complex_image_png(
-        result.obj, out / "reconstructed_amplitude.png", out / "reconstructed_phase.png",
-        title=f"TensorFlow reconstruction ({Path(inf.test_data).name})")
-    t_stitch += time.perf_counter() - ts
-    metrics = None
-    if data.object is not None:
-        from ptycho.metrics import evaluate_reconstruction
+    forward_fn = tf.function(forward, jit_compile=ex.jit_compile, reduce_retracing=True)
 
-        metrics = evaluate_reconstruction(result.obj, data.object, mask=result.scanned_mask)
-        files["metrics"] = atomic_write_json(out / "metrics.json", _json_safe(metrics))
-    if patch_logger is not None and patch_logger.entries:
-        written = patch_logger.write()
-        files["patch_stats"], files["patch_grid"] = Path(written["json"]), Path(written["png"])
-    total = time.perf_counter() - t0
-    n_patterns = len(grouped) * C
-    timing = {"load_s": t_load, "predict_s": t_predict, "stitch_s": t_stitch, "total_s": total,
-              "n_groups": len(grouped), "n_patterns": n_patterns,
-              "patterns_per_s": n_patterns / t_predict if t_predict > 0 else None,
-              "batch_size": inf.batch_size, "device": device, "jit_compile": ex.jit_compile,
-              "peak_rss_mb": _peak_rss_mb()}
-    files["timing"] = atomic_write_json(out / "timing.json", timing)
-    return InferenceResult(obj=result.obj, scanned_mask=result.scanned_mask, origin=result.origin,
-                           n_groups=len(grouped), n_patterns=n_patterns, metrics=metrics,
-                           timing=timing, output_files=files)
+    def predict(X: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        obj = forward_fn(tf.constant(np.transpose(X, (0, 2, 3, 1))), tf.constant(offsets))
+        return np.transpose(obj.numpy(), (0, 3, 1, 2))             # (B, N, N, C) -> (B, C, N, N)
+
+    return stream_and_write(scan, predict, cfg, prefix=BACKEND, title="TensorFlow reconstruction",
+                            t_start=t0, t_load=t_load,
+                            timing_extra=lambda: {"device": device,
+                                                  "jit_compile": ex.jit_compile})

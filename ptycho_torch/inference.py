@@ -23,17 +23,16 @@ output directory holding ``model/``. Exit status 0 on success, 2 for invalid inp
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from ptycho.cli_common import (add_execution_arguments, add_inference_arguments,
                                namespace_to_overrides)
+from ptycho.inference_core import InferenceResult, prepare_scan, stream_and_write
 
 __all__ = ["build_parser", "main", "resolve_inference_payload", "resolve_bundle_dir",
            "load_model", "run_inference", "InferenceResult"]
@@ -120,148 +119,47 @@ def load_model(bundle, device: str = "cpu"):
     return model.to(device).eval()
 
 
-@dataclass
-class InferenceResult:
-    """What ``run_inference`` produced."""
-
-    obj: np.ndarray
-    scanned_mask: np.ndarray
-    origin: tuple
-    n_groups: int
-    n_patterns: int
-    metrics: Optional[dict]
-    timing: dict
-    output_files: dict = field(default_factory=dict)
-
-
-def _peak_rss_mb() -> float:
-    # ru_maxrss is in kilobytes on Linux (bytes on macOS).
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
-
-
 def run_inference(payload, bundle, t_start: Optional[float] = None) -> InferenceResult:
     """Predict, stitch and write every output of one inference run (see module doc)."""
     import torch
 
-    from ptycho.atomic import atomic_save_npz, atomic_write_json
-    from ptycho.data.contract import load_npz
-    from ptycho.data.prepare import iter_grouped_batches, prepare_grouped_arrays
-    from ptycho.physics import normalization_factor
-    from ptycho.plotting import save_complex_image_png
-    from ptycho.stitch import Stitcher, canvas_for_positions
     from ptycho_torch.config_bridge import resolve_accelerator
 
     t0 = time.perf_counter() if t_start is None else t_start
     cfg = payload.config
-    inf = cfg.inference
-    out = Path(inf.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     device = resolve_accelerator(cfg.execution.accelerator)
     torch.manual_seed(cfg.execution.seed)
     model = load_model(bundle, device)
     if cfg.execution.precision == "64":
         model = model.double()
-    data = load_npz(inf.test_data)
-    if data.N != cfg.model.N:
-        raise ValueError(f"{data.source}: patterns are {data.N}x{data.N} but the model was "
-                         f"trained with N={cfg.model.N}")
-    factor = normalization_factor(data.diffraction)
-    grouped = prepare_grouped_arrays(data, cfg.model.gridsize, factor, n_groups=cfg.data.n_groups,
-                                     K=cfg.data.K, seed=cfg.data.seed,
-                                     interpolation=cfg.model.interpolation)
-    N, C = cfg.model.N, grouped.C
-    if data.object is not None:
-        canvas_shape, origin = tuple(data.object.shape), (0, 0)
-    else:
-        canvas_shape, origin = canvas_for_positions(grouped.positions.reshape(-1, 2), N)
-    stitcher = Stitcher(canvas_shape, N, crop=cfg.resolved_stitch_crop,
-                        interpolation=cfg.model.interpolation, origin=origin)
-    patch_logger = None
-    if inf.log_patch_stats:
-        from ptycho.patch_stats import PatchStatsLogger
-
-        patch_logger = PatchStatsLogger(out, "torch", cfg.model.gridsize,
-                                        limit=inf.patch_stats_limit)
+    scan = prepare_scan(cfg)
     t_load = time.perf_counter() - t0
     print(f"ptycho_torch.inference: bundle {payload.bundle_dir}: intensity scale "
           f"{bundle.intensity_scale:.6g} (trained), training normalisation factor "
-          f"{bundle.normalization_factor:.6g}; test data {data.source}: {data.M} patterns, "
-          f"{len(grouped)} groups of {C}, normalisation factor {factor:.6g}; device {device}",
-          flush=True)
+          f"{bundle.normalization_factor:.6g}; test data {scan.data.source}: {scan.data.M} "
+          f"patterns, {len(scan.grouped)} groups of {scan.grouped.C}, normalisation factor "
+          f"{scan.normalization_factor:.6g}; device {device}", flush=True)
 
     dtype = torch.float64 if cfg.execution.precision == "64" else torch.float32
     mixed = _MIXED.get(cfg.execution.precision)
-    t_predict = t_stitch = 0.0
-    with torch.inference_mode():
-        for batch_idx, sl in enumerate(iter_grouped_batches(grouped, inf.batch_size)):
-            ts = time.perf_counter()
-            X = torch.from_numpy(np.array(grouped.X[sl])).to(device=device, dtype=dtype)
-            offsets = torch.from_numpy(np.array(grouped.offsets[sl])).to(device=device,
-                                                                         dtype=dtype)
-            with torch.autocast(device_type=device, dtype=getattr(torch, mixed or "float32"),
-                                enabled=mixed is not None):
-                obj = model(X, offsets).obj
-            obj_np = obj.to(torch.complex64).cpu().numpy()
-            t_predict += time.perf_counter() - ts
-            ts = time.perf_counter()
-            stitcher.add(obj_np.reshape(-1, N, N), grouped.positions[sl].reshape(-1, 2))
-            if patch_logger is not None:
-                patch_logger.log(obj_np, "inference", batch_idx)
-            t_stitch += time.perf_counter() - ts
-    if stitcher.n_patches != len(grouped) * C:
-        raise RuntimeError(f"stitched {stitcher.n_patches} patches but {len(grouped) * C} were "
-                           "predicted")
-    ts = time.perf_counter()
-    result = stitcher.result()
-    H, W = result.obj.shape
-    used = np.unique(grouped.nn_indices).astype(np.int64)  # scan patterns reconstructed
-    files: dict[str, Any] = {}
-    files["reconstruction"] = atomic_save_npz(out / "reconstruction.npz", {
-        "object": result.obj, "amplitude": np.abs(result.obj).astype(np.float32),
-        "phase": np.angle(result.obj).astype(np.float32), "weight": result.weight,
-        "scanned_mask": result.scanned_mask, "origin": np.asarray(result.origin, np.int64),
-        "canvas_y": result.origin[0] + np.arange(H, dtype=np.float64),
-        "canvas_x": result.origin[1] + np.arange(W, dtype=np.float64),
-        "scan_index": used,
-        "scan_positions": data.positions[used] - np.asarray(result.origin, np.float64),
-        "stitch_crop": np.int64(cfg.resolved_stitch_crop)})
-    files["amplitude_png"], files["phase_png"] = save_complex_image_png(
-        result.obj, out / "reconstructed_amplitude.png", out / "reconstructed_phase.png",
-        title=f"PyTorch reconstruction ({Path(inf.test_data).name})")
-    t_stitch += time.perf_counter() - ts
-    metrics = None
-    if data.object is not None:
-        from ptycho.metrics import evaluate_reconstruction
 
-        metrics = evaluate_reconstruction(result.obj, data.object, mask=result.scanned_mask)
-        files["metrics"] = atomic_write_json(out / "metrics.json", _json_safe(metrics))
-    if patch_logger is not None and patch_logger.entries:
-        written = patch_logger.write()
-        files["patch_stats"], files["patch_grid"] = Path(written["json"]), Path(written["png"])
-    total = time.perf_counter() - t0
-    n_patterns = len(grouped) * C
-    timing = {"load_s": t_load, "predict_s": t_predict, "stitch_s": t_stitch, "total_s": total,
-              "n_groups": len(grouped), "n_patterns": n_patterns,
-              "patterns_per_s": n_patterns / t_predict if t_predict > 0 else None,
-              "batch_size": inf.batch_size, "device": device, "peak_rss_mb": _peak_rss_mb()}
-    if device == "cuda":
-        timing["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
-    files["timing"] = atomic_write_json(out / "timing.json", timing)
-    return InferenceResult(obj=result.obj, scanned_mask=result.scanned_mask, origin=result.origin,
-                           n_groups=len(grouped), n_patterns=n_patterns, metrics=metrics,
-                           timing=timing, output_files=files)
+    @torch.inference_mode()
+    def predict(X: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        X_t = torch.from_numpy(np.array(X)).to(device=device, dtype=dtype)
+        off_t = torch.from_numpy(np.array(offsets)).to(device=device, dtype=dtype)
+        with torch.autocast(device_type=device, dtype=getattr(torch, mixed or "float32"),
+                            enabled=mixed is not None):
+            obj = model(X_t, off_t).obj
+        return obj.to(torch.complex64).cpu().numpy()
 
+    def device_facts() -> dict:
+        facts = {"device": device}
+        if device == "cuda":
+            facts["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+        return facts
 
-def _json_safe(value: Any) -> Any:
-    """Metrics with non-finite floats as strings (PSNR of identical images is inf)."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return str(value)
-    return value
+    return stream_and_write(scan, predict, cfg, prefix="torch", title="PyTorch reconstruction",
+                            t_start=t0, t_load=t_load, timing_extra=device_facts)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,0 +1,179 @@
+"""Backend-neutral half of an inference run: read and group the scan, stream predictions into the
+stitcher, and write every output file.
+
+A backend supplies only ``predict(X, offsets) -> object patches``; both inference CLIs therefore
+group, stitch, time and write exactly alike:
+
+* ``X`` is ``(B, C, N, N)`` float32 normalised amplitudes, ``offsets`` ``(B, C, 2)`` float32
+  ``(dy, dx)`` group-relative positions in object pixels;
+* the returned patches are ``(B, C, N, N)`` complex64 (channels first, whatever the backend
+  uses internally).
+
+Outputs in ``inference.output_dir``: ``reconstruction.npz``, ``reconstructed_amplitude.png``,
+``reconstructed_phase.png``, ``timing.json``, ``metrics.json`` (when the scan has
+``objectGuess``) and, with ``log_patch_stats``, ``{prefix}_patch_stats.json`` /
+``{prefix}_patch_grid.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from ptycho.atomic import atomic_save_npz, atomic_write_json
+from ptycho.data.contract import PtychoData, load_npz
+from ptycho.data.prepare import GroupedArrays, iter_grouped_batches, prepare_grouped_arrays
+from ptycho.physics import normalization_factor
+from ptycho.stitch import Stitcher, canvas_for_positions
+
+__all__ = ["InferenceResult", "PreparedScan", "prepare_scan", "stream_and_write", "peak_rss_mb",
+           "json_safe"]
+
+Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass
+class InferenceResult:
+    """What one inference run produced (the stitched object and where its outputs went)."""
+
+    obj: np.ndarray
+    scanned_mask: np.ndarray
+    origin: tuple
+    n_groups: int
+    n_patterns: int
+    metrics: Optional[dict]
+    timing: dict
+    output_files: dict = field(default_factory=dict)
+
+
+@dataclass
+class PreparedScan:
+    """The test scan grouped like training, with an empty stitcher sized for it."""
+
+    data: PtychoData
+    grouped: GroupedArrays
+    normalization_factor: float
+    stitcher: Stitcher
+    crop: int
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (``ru_maxrss`` is kB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
+
+
+def json_safe(value: Any) -> Any:
+    """Metrics with non-finite floats as strings (the PSNR of identical images is inf)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def prepare_scan(config) -> PreparedScan:
+    """Read ``config.inference.test_data``, check N, normalise by the scan's own factor and group.
+
+    The canvas is the ``objectGuess`` frame when the file has one (so metrics compare pixel for
+    pixel), else the bounding box of the scan positions ± N/2.
+    """
+    m, inf = config.model, config.inference
+    data = load_npz(inf.test_data)
+    if data.N != m.N:
+        raise ValueError(f"{data.source}: patterns are {data.N}x{data.N} but the model was "
+                         f"trained with N={m.N}")
+    factor = normalization_factor(data.diffraction)
+    grouped = prepare_grouped_arrays(data, m.gridsize, factor, n_groups=config.data.n_groups,
+                                     K=config.data.K, seed=config.data.seed,
+                                     interpolation=m.interpolation)
+    if data.object is not None:
+        canvas_shape, origin = tuple(data.object.shape), (0, 0)
+    else:
+        canvas_shape, origin = canvas_for_positions(grouped.positions.reshape(-1, 2), m.N)
+    crop = config.resolved_stitch_crop
+    stitcher = Stitcher(canvas_shape, m.N, crop=crop, interpolation=m.interpolation, origin=origin)
+    return PreparedScan(data=data, grouped=grouped, normalization_factor=float(factor),
+                        stitcher=stitcher, crop=int(crop))
+
+
+def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: str, title: str,
+                     t_start: float, t_load: float,
+                     timing_extra: Optional[Callable[[], dict]] = None) -> InferenceResult:
+    """Predict every group batch by batch (the last partial batch included), stitch as it goes,
+    and write all outputs atomically. ``prefix`` is ``"tf"`` or ``"torch"``; ``timing_extra``
+    returns backend facts (device, peak accelerator memory) read after the predictions."""
+    from ptycho.plotting import save_complex_image_png
+
+    inf = config.inference
+    out = Path(inf.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    grouped, stitcher, data = scan.grouped, scan.stitcher, scan.data
+    N, C = config.model.N, grouped.C
+    patch_logger = None
+    if inf.log_patch_stats:
+        from ptycho.patch_stats import PatchStatsLogger
+
+        patch_logger = PatchStatsLogger(out, prefix, config.model.gridsize,
+                                        limit=inf.patch_stats_limit)
+    t_predict = t_stitch = 0.0
+    for batch_idx, sl in enumerate(iter_grouped_batches(grouped, inf.batch_size)):
+        ts = time.perf_counter()
+        obj = np.asarray(predict(grouped.X[sl], grouped.offsets[sl]), dtype=np.complex64)
+        t_predict += time.perf_counter() - ts
+        ts = time.perf_counter()
+        stitcher.add(obj.reshape(-1, N, N), grouped.positions[sl].reshape(-1, 2))
+        if patch_logger is not None:
+            patch_logger.log(obj, "inference", batch_idx)
+        t_stitch += time.perf_counter() - ts
+    n_patterns = len(grouped) * C
+    if stitcher.n_patches != n_patterns:
+        raise RuntimeError(f"stitched {stitcher.n_patches} patches but {n_patterns} were predicted")
+
+    ts = time.perf_counter()
+    result = stitcher.result()
+    H, W = result.obj.shape
+    origin = np.asarray(result.origin, np.float64)
+    used = np.unique(grouped.nn_indices).astype(np.int64)          # scan patterns reconstructed
+    files: dict[str, Any] = {}
+    files["reconstruction"] = atomic_save_npz(out / "reconstruction.npz", {
+        "object": result.obj, "amplitude": np.abs(result.obj).astype(np.float32),
+        "phase": np.angle(result.obj).astype(np.float32), "weight": result.weight,
+        "scanned_mask": result.scanned_mask, "origin": np.asarray(result.origin, np.int64),
+        "canvas_y": result.origin[0] + np.arange(H, dtype=np.float64),
+        "canvas_x": result.origin[1] + np.arange(W, dtype=np.float64),
+        "scan_index": used, "scan_positions": data.positions[used] - origin,
+        "stitch_crop": np.int64(scan.crop)})
+    files["amplitude_png"], files["phase_png"] = save_complex_image_png(
+        result.obj, out / "reconstructed_amplitude.png", out / "reconstructed_phase.png",
+        title=f"{title} ({Path(inf.test_data).name})")
+    t_stitch += time.perf_counter() - ts
+
+    metrics = None
+    if data.object is not None:
+        from ptycho.metrics import evaluate_reconstruction
+
+        metrics = evaluate_reconstruction(result.obj, data.object, mask=result.scanned_mask)
+        files["metrics"] = atomic_write_json(out / "metrics.json", json_safe(metrics))
+    if patch_logger is not None and patch_logger.entries:
+        written = patch_logger.write()
+        files["patch_stats"], files["patch_grid"] = Path(written["json"]), Path(written["png"])
+    timing = {"load_s": t_load, "predict_s": t_predict, "stitch_s": t_stitch,
+              "total_s": time.perf_counter() - t_start, "n_groups": len(grouped),
+              "n_patterns": n_patterns,
+              "patterns_per_s": n_patterns / t_predict if t_predict > 0 else None,
+              "batch_size": inf.batch_size, "peak_rss_mb": peak_rss_mb()}
+    timing.update(timing_extra() if timing_extra is not None else {})
+    files["timing"] = atomic_write_json(out / "timing.json", timing)
+    return InferenceResult(obj=result.obj, scanned_mask=result.scanned_mask, origin=result.origin,
+                           n_groups=len(grouped), n_patterns=n_patterns, metrics=metrics,
+                           timing=timing, output_files=files)
