@@ -20,6 +20,12 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 BACKENDS = ("pytorch", "tensorflow")
+# Defaults chosen by the measurements in docs/quality.md (a few CPU minutes of training).
+LEARNING_RATE = 3e-4
+BATCH_SIZE = 8
+PROBE_BIG = True
+INTERPOLATION = "fourier"
+STITCH_CROP = 64
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +43,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gridsize", type=int, default=1, help="patterns per group side (1 or 2)")
     p.add_argument("--nphotons", type=float, default=1e9, help="photons per pattern")
     p.add_argument("--seed", type=int, default=1, help="random seed for simulation and training")
+    p.add_argument("--learning-rate", "--learning_rate", dest="learning_rate", type=float,
+                   default=LEARNING_RATE,
+                   help="Adam learning rate; 1e-3 drives the sigmoid/tanh outputs of this network "
+                        "into saturation within one epoch on the demo data (see docs/quality.md)")
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=BATCH_SIZE,
+                   help="groups per optimiser step")
+    p.add_argument("--probe-big", "--probe_big", dest="probe_big",
+                   action=argparse.BooleanOptionalAction, default=PROBE_BIG,
+                   help="predict the object outside the central N/2 x N/2 patch region too")
+    p.add_argument("--interpolation", choices=("bilinear", "fourier"), default=INTERPOLATION,
+                   help="sub-pixel shift used by the overlap constraint")
+    p.add_argument("--stitch-crop", "--stitch_crop", dest="stitch_crop", type=int,
+                   default=STITCH_CROP, help="central crop of each patch used when stitching (pixels)")
     return p
 
 
@@ -89,11 +108,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "python", "-m", f"{pkg}.train", "--train_data_file", str(data_dir / "train.npz"),
         "--output_dir", str(train_dir), "--gridsize", str(args.gridsize),
         "--max_epochs", str(args.epochs), "--seed", str(args.seed),
+        "--learning_rate", f"{args.learning_rate:g}", "--batch_size", str(args.batch_size),
+        "--probe_big" if args.probe_big else "--no-probe_big",
+        "--interpolation", args.interpolation,
         "--log-patch-stats", "--patch-stats-limit", "2"])
     timings["inference"] = _step(f"infer and stitch ({args.backend})", infer_mod.main, [
         "python", "-m", f"{pkg}.inference", "--model_path", str(train_dir / "model"),
         "--test_data", str(data_dir / "test.npz"), "--output_dir", str(infer_dir),
-        "--log-patch-stats", "--patch-stats-limit", "2"])
+        "--stitch_crop", str(args.stitch_crop), "--log-patch-stats", "--patch-stats-limit", "2"])
     timings["evaluate"] = _step("evaluate", evaluate.main, [
         "python", "-m", "ptycho.evaluate", str(infer_dir / "reconstruction.npz"),
         "--reference", str(data_dir / "test.npz"), "--output_dir", str(eval_dir)])
@@ -101,7 +123,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     print("\n=== results ===")
     print(f"backend: {args.backend}; held-out test region, {args.n_patterns} patterns, "
-          f"{args.nphotons:g} photons/pattern, {args.epochs} epochs, gridsize {args.gridsize}")
+          f"{args.nphotons:g} photons/pattern, {args.epochs} epochs, gridsize {args.gridsize}, "
+          f"learning rate {args.learning_rate:g}, batch {args.batch_size}")
     print(_metrics_table(metrics))
     print("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     print(f"outputs: {out.resolve()}")
