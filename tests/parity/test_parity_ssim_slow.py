@@ -2,8 +2,8 @@
 reach stitched-amplitude SSIM within 0.03 of each other on a held-out region.
 
 Smaller than the N=64 measurement recorded in docs/parity.md: N=32, 192 patterns per region of a
-'grf' object (amplitude 0.3-0.9, 1e9 photons), 15 epochs at learning rate 3e-4 -- about 10
-minutes on two busy CPU cores, where it measured SSIM 0.063 (TensorFlow) and 0.057 (PyTorch).
+'grf' object (amplitude 0.3-0.9, 1e9 photons), 15 epochs at learning rate 3e-4 -- 2 to 10
+minutes on two CPU cores (idle to busy); it measured SSIM 0.063 (TensorFlow) and 0.057 (PyTorch).
 Selected with ``pytest -m slow tests/parity``.
 """
 
