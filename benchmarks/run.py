@@ -379,6 +379,13 @@ def _render_only(args: argparse.Namespace) -> int:
         print(f"benchmarks.run: {src} not found; run the benchmark first", file=sys.stderr)
         return 2
     results = json.loads(src.read_text())
+    sc_file = Path(args.output) / "scaling.json"
+    if "scaling" not in results and sc_file.is_file():
+        results["scaling"] = json.loads(sc_file.read_text())
+        results["meta"]["notes"].append(
+            "The scaling curve was run as a separate process (benchmarks.scaling.run_scaling) "
+            "while the main run was going on, so both competed for the two cores; its "
+            "timings are pessimistic, its memory figures are unaffected.")
     _refresh(results, Path(args.output))
     _write_json(src, results)
     docs = Path(args.docs) if args.docs else (
