@@ -6,8 +6,8 @@ offset removed, least-squares amplitude scale) on the *illuminated* region of th
 pixels where the summed probe intensity over all scan positions is at least ``ILLUMINATION_FRACTION``
 of its maximum. Pixels outside it are not constrained by any measurement, so neither an
 iterative solver nor the network can be judged there; using one mask for all methods keeps the
-comparison fair. (The inference CLIs' own ``metrics.json`` uses the stitched footprint instead
-and is recorded beside ours for reference.)
+comparison fair. The mask is ``ptycho.illumination.illumination_mask``, the one the inference
+CLIs' own ``metrics.json`` uses.
 """
 
 from __future__ import annotations
@@ -17,32 +17,12 @@ from typing import Optional
 
 import numpy as np
 
+from ptycho.illumination import ILLUMINATION_FRACTION, illumination_mask
+
 __all__ = ["ILLUMINATION_FRACTION", "illumination_mask", "quality", "QUALITY_KEYS", "clean"]
 
-ILLUMINATION_FRACTION = 0.1
 QUALITY_KEYS = ("amp_ssim", "phase_ssim", "amp_psnr", "phase_psnr", "amp_frc50", "phase_frc50",
                 "amp_mae", "phase_mae")
-
-
-def illumination_mask(probe: np.ndarray, positions: np.ndarray, shape: tuple,
-                      fraction: float = ILLUMINATION_FRACTION) -> np.ndarray:
-    """(H, W) bool: summed ``|probe|**2`` placed at every position >= ``fraction`` * its max."""
-    from ptycho.physics import reassemble_patches
-
-    if not 0 < fraction < 1:
-        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
-    pos = np.asarray(positions, dtype=np.float64)
-    intensity = np.abs(np.asarray(probe)) ** 2
-    illum = np.zeros(shape, dtype=np.float64)
-    for s in range(0, len(pos), 512):
-        chunk = pos[s:s + 512]
-        canvas, _ = reassemble_patches(np.broadcast_to(intensity, (len(chunk),) + intensity.shape),
-                                       chunk, shape)
-        illum += np.real(canvas)
-    peak = illum.max()
-    if not peak > 0:
-        raise ValueError("the probe illuminates no pixel of the object")
-    return illum >= fraction * peak
 
 
 def clean(value):

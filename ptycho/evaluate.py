@@ -4,15 +4,17 @@ The reference is the ground truth (``objectGuess`` of a data NPZ, normally the t
 or another reconstruction. Steps:
 
 1. **Read** the reconstruction: ``object`` (or ``obj``) complex (H, W), or ``amplitude`` +
-   ``phase``; optional ``scanned_mask`` (else ``weight > 0``), ``origin`` / ``canvas_y`` /
-   ``canvas_x`` (object pixel of canvas pixel (0, 0)), scan positions in canvas pixels
-   (``scan_positions`` (M, 2) (y, x), or ``ycoords`` / ``xcoords``) and ``stitch_crop``. Both
+   ``phase``; optional ``illuminated_mask`` (else ``scanned_mask``, else ``weight > 0``),
+   ``origin`` / ``canvas_y`` / ``canvas_x`` (object pixel of canvas pixel (0, 0)), scan
+   positions in canvas pixels (``scan_positions`` (M, 2) (y, x), or ``ycoords`` /
+   ``xcoords``) and ``stitch_crop``. Both
    inference CLIs write these keys. A data file gives ``objectGuess`` in object pixels
    (origin (0, 0)), its scan positions and the patch side N.
 2. **Place** both on one pixel grid: by their origins when both are known; else the images must
    have the same shape, or the reconstruction must fit inside the reference, where it is located
    by normalised complex cross-correlation (integer pixels).
-3. **Scanned region**: the reconstruction's mask, else the union of squares of side
+3. **Scanned region**: the reconstruction's mask (the inference CLIs store the illuminated
+   region, ``ptycho.illumination``), else the union of squares of side
    ``stitch_crop`` (or N, or ``--patch-size``) around the scan positions, intersected with the
    reference's own mask and extent. Without any of these the whole overlap is used.
 4. **Align** (unless ``--no-align``): the sub-pixel shift, searched within ``--max-shift``

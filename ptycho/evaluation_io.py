@@ -2,8 +2,9 @@
 
 A reconstruction NPZ (written by ``ptycho.inference`` or ``ptycho_torch.inference``, or by
 another tool) holds ``object`` (or ``obj``) complex (H, W), or ``amplitude`` + ``phase``; and
-optionally ``scanned_mask`` (else ``weight``), ``origin`` (y0, x0) and/or ``canvas_y`` /
-``canvas_x`` (object pixel coordinates of the canvas rows / columns), scan positions in canvas
+optionally the region to evaluate (``illuminated_mask``, else ``scanned_mask``, else
+``weight``), ``origin`` (y0, x0) and/or ``canvas_y`` / ``canvas_x`` (object pixel coordinates
+of the canvas rows / columns), scan positions in canvas
 pixels (``scan_positions`` (M, 2) (y, x), or ``ycoords`` / ``xcoords``) and ``stitch_crop``.
 A data NPZ holds ``objectGuess`` in object pixels (origin (0, 0)); with diffraction data it is
 validated by ``ptycho.data.contract.load_npz`` and gives the scan positions and N.
@@ -22,9 +23,9 @@ import numpy as np
 __all__ = ["EvaluationError", "ObjectImage", "RECON_FILE", "load_object_file", "npz_keys"]
 
 RECON_FILE = "reconstruction.npz"
-_WANTED = {"object", "obj", "amplitude", "phase", "scanned_mask", "weight", "origin", "canvas_y",
-           "canvas_x", "scan_positions", "xcoords", "ycoords", "stitch_crop", "objectGuess",
-           "probeGuess"}
+_WANTED = {"object", "obj", "amplitude", "phase", "illuminated_mask", "scanned_mask", "weight",
+           "origin", "canvas_y", "canvas_x", "scan_positions", "xcoords", "ycoords", "stitch_crop",
+           "objectGuess", "probeGuess"}
 
 
 class EvaluationError(ValueError):
@@ -180,7 +181,7 @@ def _from_reconstruction(src: str, arrays: dict) -> ObjectImage:
         key = "amplitude+phase"
     H, W = obj.shape
     mask, mask_source = None, None
-    for mkey in ("scanned_mask", "weight"):
+    for mkey in ("illuminated_mask", "scanned_mask", "weight"):
         if mkey not in arrays:
             continue
         m = np.asarray(arrays[mkey])
@@ -188,7 +189,7 @@ def _from_reconstruction(src: str, arrays: dict) -> ObjectImage:
             raise _fail(src, mkey, f"expected a ({H}, {W}) array like '{key}', got dtype "
                                    f"{m.dtype}, shape {m.shape}")
         _check_finite(src, mkey, m)
-        mask, mask_source = m > 0.5 if mkey == "scanned_mask" else m > 0, f"{mkey} ({src})"
+        mask, mask_source = m > 0 if mkey == "weight" else m > 0.5, f"{mkey} ({src})"
         if not mask.any():
             raise _fail(src, mkey, "selects no pixel: the scanned region is empty")
         break
