@@ -15,8 +15,9 @@ target "training >= 40% of measured conv FLOP rate".
 
 from __future__ import annotations
 
-import math
 import time
+
+from ptycho.architecture import network_filters
 
 __all__ = ["conv_layers", "forward_flops_per_group", "flops_per_pattern", "TRAIN_FACTOR",
            "conv_microbenchmark_torch", "conv_microbenchmark_tf", "MICRO_SHAPES"]
@@ -28,15 +29,13 @@ MICRO_SHAPES = ((64, 64, 64), (32, 128, 128), (16, 256, 256))
 """(spatial side, C_in, C_out) of the timed convolutions: the network's heaviest layers at N=64."""
 
 
-def conv_layers(N: int = 64, gridsize: int = 1, probe_big: bool = True) -> list[tuple]:
+def conv_layers(N: int = 64, gridsize: int = 1, probe_big: bool = True,
+                filter_scale: float = 1.0) -> list[tuple]:
     """``[(name, H, W, C_in, C_out), ...]`` for every 3x3 convolution of the network."""
-    if N < 16 or N & (N - 1):
-        raise ValueError(f"N must be a power of two >= 16, got {N}")
     if gridsize < 1:
         raise ValueError(f"gridsize must be >= 1, got {gridsize}")
     C = gridsize ** 2
-    n_stages = int(round(math.log2(N))) - 3
-    enc = [256 // 2 ** (n_stages - 1 - i) for i in range(n_stages)]
+    enc, _ = network_filters(N, filter_scale)
     layers = []
     side, prev = N, C
     for i, f in enumerate(enc):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from ptycho.architecture import FILTER_SCALE_RANGE, check_filter_scale
 from ptycho.atomic import atomic_write_text
 
 __all__ = [
@@ -171,7 +172,8 @@ class ModelConfig:
 
     ``N`` is the diffraction pattern / object patch side in pixels; ``gridsize`` g gives
     ``C = g**2`` patterns per group. ``group_pad`` is the per-group canvas padding in pixels used
-    by the overlap constraint (None means ``N // 2``).
+    by the overlap constraint (None means ``N // 2``). ``filter_scale`` multiplies the network's
+    filter counts (``ptycho.architecture``; 1 is the reference network).
     """
 
     N: int = 64
@@ -184,6 +186,7 @@ class ModelConfig:
     mode: str = "unsupervised"
     interpolation: str = "bilinear"
     group_pad: Optional[int] = None
+    filter_scale: float = 1.0
 
     def __post_init__(self) -> None:
         s = "model"
@@ -194,6 +197,12 @@ class ModelConfig:
         _check_choice(s, "mode", self.mode, MODES)
         _check_choice(s, "interpolation", self.interpolation, INTERPOLATIONS)
         _check_min(s, "group_pad", self.group_pad, 0, optional=True)
+        try:
+            check_filter_scale(self.filter_scale)
+        except ValueError:
+            lo, hi = FILTER_SCALE_RANGE
+            raise _fail(s, "filter_scale", self.filter_scale,
+                        f"a number in [{lo:g}, {hi:g}]") from None
 
     @property
     def resolved_group_pad(self) -> int:

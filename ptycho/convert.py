@@ -35,6 +35,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ptycho.architecture import network_filters
+
 __all__ = [
     "BACKEND_ALIASES",
     "PRECISION_64",
@@ -66,19 +68,9 @@ def normalize_backend(name: Any) -> str:
     return BACKEND_ALIASES[key]
 
 
-def network_filters(N: int) -> tuple[list[int], list[int]]:
-    """Encoder and decoder filter counts for patch side N, from the contract formula
-    (N=64 -> ``[64, 128, 256]``, ``[128, 64]``)."""
-    if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 16 or N & (N - 1):
-        raise ValueError(f"N must be a power of two >= 16, got {N!r}")
-    n_stages = int(round(math.log2(int(N)))) - 3
-    enc = [256 // 2 ** (n_stages - 1 - i) for i in range(n_stages)]
-    return enc, enc[:-1][::-1]
-
-
 def conv_layer_names(N: int, probe_big: bool) -> list[str]:
     """Names of every convolution of the network, in the contract's order."""
-    enc, dec = network_filters(N)
+    enc, dec = network_filters(N)  # the names do not depend on the filter counts
     names = [f"enc{i}_conv{k}" for i in range(len(enc)) for k in (0, 1)]
     for d in ("amp", "phase"):
         names += [f"{d}_dec{j}_conv{k}" for j in range(len(dec)) for k in (0, 1)]
@@ -90,9 +82,9 @@ def conv_layer_names(N: int, probe_big: bool) -> list[str]:
 
 def canonical_shapes(model_config) -> dict[str, tuple[int, ...]]:
     """``{canonical name: shape}`` of every weight of the model described by ``model_config``
-    (a ``ptycho.config.ModelConfig``: N, gridsize, probe_big), in the contract's order."""
+    (a ``ptycho.config.ModelConfig``: N, gridsize, probe_big, filter_scale), in the contract's order."""
     N, C = int(model_config.N), int(model_config.gridsize) ** 2
-    enc, dec = network_filters(N)
+    enc, dec = network_filters(N, getattr(model_config, "filter_scale", 1.0))
     shapes: dict[str, tuple[int, ...]] = {}
 
     def conv(name: str, cin: int, cout: int) -> None:

@@ -36,6 +36,7 @@ import keras
 import tensorflow as tf
 
 from ptycho import tf_helper as th
+from ptycho.architecture import network_filters
 
 __all__ = ["PtychoPINN", "build_model", "network_filters", "AMP_ACTIVATIONS", "PRECISIONS"]
 
@@ -43,15 +44,6 @@ AMP_ACTIVATIONS = ("sigmoid", "softplus", "swish")
 PRECISIONS = {"32": "float32", "64": "float64", "16-mixed": "mixed_float16",
               "bf16-mixed": "mixed_bfloat16"}
 OUTPUT_KEYS = ("object", "amplitude", "counts", "patch_amp", "patch_phase")
-
-
-def network_filters(N: int) -> tuple[list[int], list[int]]:
-    """Encoder and decoder filters for patch side N (N=64 -> [64, 128, 256], [128, 64])."""
-    if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 16 or N & (N - 1):
-        raise ValueError(f"N must be a power of two >= 16, got {N!r}")
-    n_stages = int(round(math.log2(N))) - 3
-    enc = [256 // 2 ** (n_stages - 1 - i) for i in range(n_stages)]
-    return enc, enc[:-1][::-1]
 
 
 def _positive_finite(value: Any, what: str) -> float:
@@ -81,11 +73,12 @@ class PtychoPINN(keras.Model):
                  probe_mask: bool, probe_trainable: bool, intensity_scale_trainable: bool,
                  mode: str, interpolation: str, group_pad: int | None, probe: np.ndarray,
                  intensity_scale: float, normalization_factor: float, precision: str = "32",
-                 name: str = "ptycho_pinn") -> None:
+                 filter_scale: float = 1.0, name: str = "ptycho_pinn") -> None:
         super().__init__(name=name)
         from ptycho.probe import normalize_probe, probe_mask as support_mask
 
-        enc, dec = network_filters(N)
+        enc, dec = network_filters(N, filter_scale)
+        self.filter_scale = float(filter_scale)
         if isinstance(gridsize, bool) or int(gridsize) != gridsize or gridsize < 1:
             raise ValueError(f"gridsize must be an integer >= 1, got {gridsize!r}")
         if amp_activation not in AMP_ACTIVATIONS:
@@ -269,6 +262,7 @@ class PtychoPINN(keras.Model):
                 "probe_big": self.probe_big, "probe_mask": self.use_probe_mask,
                 "mode": self.mode, "interpolation": self.interpolation,
                 "group_pad": self.group_pad, "precision": self.precision,
+                "filter_scale": self.filter_scale,
                 "normalization_factor": self.normalization_factor}
 
 
@@ -277,7 +271,7 @@ def build_model(config, probe, intensity_scale, normalization_factor, *,
     """Build a new, independent PtychoPINN with all weights created.
 
     config: ``ptycho.config.ModelConfig`` (N, gridsize, amp_activation, probe_big, probe_mask,
-    probe_trainable, intensity_scale_trainable, mode, interpolation, group_pad).
+    probe_trainable, intensity_scale_trainable, mode, interpolation, group_pad, filter_scale).
     probe: ``(N, N)`` complex, normalised inside (``Σ|P|² = (N/2)²``).
     intensity_scale: initial ``s > 0`` (stored as its logarithm).
     normalization_factor: input normalisation ``f > 0`` of the training data; targets are
@@ -291,6 +285,6 @@ def build_model(config, probe, intensity_scale, normalization_factor, *,
         intensity_scale_trainable=bool(config.intensity_scale_trainable), mode=config.mode,
         interpolation=config.interpolation, group_pad=config.group_pad, probe=probe,
         intensity_scale=intensity_scale, normalization_factor=normalization_factor,
-        precision=precision, name=name)
+        precision=precision, filter_scale=float(getattr(config, "filter_scale", 1.0)), name=name)
     model.build_by_calling()
     return model

@@ -29,7 +29,7 @@ def _model_config(model):
     from ptycho.config import ModelConfig
 
     return ModelConfig(N=int(model.N), gridsize=int(model.gridsize),
-                       probe_big=bool(model.probe_big))
+                       probe_big=bool(model.probe_big), filter_scale=float(model.filter_scale))
 
 
 def export_weights(model) -> dict[str, np.ndarray]:

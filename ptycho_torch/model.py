@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ptycho.architecture import network_filters
 from ptycho_torch import helper
 
 __all__ = ["ModelOutput", "PtychoPINN", "network_filters", "count_parameters"]
@@ -48,16 +49,6 @@ class ModelOutput(NamedTuple):
     counts: torch.Tensor
     patch_amp: torch.Tensor
     patch_phase: torch.Tensor
-
-
-def network_filters(N: int) -> tuple[list[int], list[int]]:
-    """Encoder and decoder filter counts for patch size N (contract: N=64 → [64,128,256], [128,64])."""
-    if N < 16 or N & (N - 1):
-        raise ValueError(f"N must be a power of two >= 16, got {N}")
-    n_stages = int(round(math.log2(N))) - 3
-    enc = [256 // 2 ** (n_stages - 1 - i) for i in range(n_stages)]
-    dec = enc[:-1][::-1]
-    return enc, dec
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
@@ -84,7 +75,7 @@ class PtychoPINN(nn.Module):
     ----------
     model_config : ptycho.config.ModelConfig
         N, gridsize, amp_activation, probe_big, probe_mask, probe_trainable,
-        intensity_scale_trainable, mode, interpolation, group_pad.
+        intensity_scale_trainable, mode, interpolation, group_pad, filter_scale.
     probe : np.ndarray (N, N) complex
         The probe; it is normalised with ``ptycho.probe.normalize_probe`` (Σ|P|² = (N/2)²).
     intensity_scale : float
@@ -127,7 +118,8 @@ class PtychoPINN(nn.Module):
         if not np.all(np.isfinite(probe)):
             raise ValueError("probe contains NaN or Inf")
 
-        enc, dec = network_filters(N)
+        self.filter_scale = float(_cfg(model_config, "filter_scale", 1.0))
+        enc, dec = network_filters(N, self.filter_scale)
         self.n_stages = len(enc)
         cin = self.C
         for i, f in enumerate(enc):

@@ -23,11 +23,11 @@ from ptycho.probe import default_probe  # noqa: E402
 from ptycho_torch import weights as torch_weights  # noqa: E402
 
 
-def build_pair(N, gridsize, probe_big, precision="32"):
+def build_pair(N, gridsize, probe_big, precision="32", filter_scale=1.0):
     from ptycho.model import build_model
     from ptycho_torch.model import PtychoPINN
 
-    cfg = ModelConfig(N=N, gridsize=gridsize, probe_big=probe_big)
+    cfg = ModelConfig(N=N, gridsize=gridsize, probe_big=probe_big, filter_scale=filter_scale)
     probe = default_probe(N)
     m_tf = build_model(cfg, probe, 3.0, 2.0, precision=precision)
     torch.manual_seed(N + gridsize)
@@ -63,6 +63,18 @@ def test_both_models_export_the_canonical_layout(N, gridsize, probe_big):
     if N == 64:
         n = sum(int(np.prod(s)) for k, s in shapes.items() if "/" in k)
         assert 2.0e6 < n < 2.6e6
+
+
+def test_filter_scale_narrows_both_backends_alike_and_converts():
+    cfg, m_tf, m_t = build_pair(64, 2, True, filter_scale=0.25)
+    shapes = convert.canonical_shapes(cfg)
+    assert shapes["enc0_conv1/kernel"] == (3, 3, 16, 16)
+    assert shapes["amp_dec0_conv0/kernel"] == (3, 3, 64, 32)
+    w_t = torch_weights.export_weights(m_t)
+    assert {k: v.shape for k, v in w_t.items() if "/" in k} == \
+        {k: v for k, v in shapes.items() if "/" in k}
+    tf_weights.import_weights(m_tf, w_t)
+    assert_same_weights(tf_weights.export_weights(m_tf), w_t)
 
 
 def test_torch_kernel_is_the_permuted_hwio_kernel():

@@ -27,7 +27,7 @@ def test_defaults_match_contract():
     assert dataclasses.asdict(c.model) == dict(
         N=64, gridsize=1, amp_activation="sigmoid", probe_big=True, probe_mask=False,
         probe_trainable=False, intensity_scale_trainable=False, mode="unsupervised",
-        interpolation="bilinear", group_pad=None)
+        interpolation="bilinear", group_pad=None, filter_scale=1.0)
     assert dataclasses.asdict(c.data) == dict(
         train_data_file=None, test_data_file=None, n_groups=None, K=6, nphotons=None, seed=0)
     assert dataclasses.asdict(c.training) == dict(
@@ -78,6 +78,8 @@ def test_all_valid_N_accepted(N):
     (TrainingConfig, {"validation_fraction": 0.0}, "training.validation_fraction"),
     (TrainingConfig, {"validation_fraction": 1.0}, "0 < value < 1"),
     (TrainingConfig, {"patch_stats_limit": 0}, "training.patch_stats_limit"),
+    (ModelConfig, {"filter_scale": 0.0}, r"model.filter_scale: got 0.0; allowed: a number in"),
+    (ModelConfig, {"filter_scale": 8}, "model.filter_scale"),
     (InferenceConfig, {"batch_size": -3}, "inference.batch_size"),
     (InferenceConfig, {"patch_stats_limit": 0}, "inference.patch_stats_limit"),
     (InferenceConfig, {"stitch_crop": 0}, "inference.stitch_crop"),
