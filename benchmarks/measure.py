@@ -1,8 +1,11 @@
 """Run one benchmark step as a subprocess and measure it from the outside.
 
 Measured per command: wall time, exit status, and the peak resident set size of that child
-process alone (``os.wait4`` returns the child's own ``rusage``; ``ru_maxrss`` is in KiB on
-Linux). Optionally the modification times of one file (e.g. a checkpoint written after every
+process alone. ``os.wait4`` returns the child's own ``rusage``, but on Linux a child started
+with ``vfork``/``posix_spawn`` (what ``subprocess`` uses) has the *parent's* peak RSS carried
+into its ``ru_maxrss`` at ``exec``; so when that value does not exceed the parent's own peak,
+the child's ``VmHWM`` (its high-water mark since ``exec``), sampled from ``/proc/<pid>/status``
+while it runs, is used instead. Optionally the modification times of one file (e.g. a checkpoint written after every
 training epoch) are sampled while the command runs, which gives epoch boundaries without
 touching the code under test.
 
@@ -12,6 +15,7 @@ Output (stdout and stderr together) goes to a log file so a failed step can be d
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -33,7 +37,8 @@ class CommandResult:
     """What one subprocess did.
 
     ``wall_s``: seconds from start to exit; ``peak_rss_mb``: the child's peak RSS (MiB, from
-    ``wait4``; includes only that process, not grandchildren that exited earlier); ``marks``:
+    ``wait4`` or ``VmHWM``, see the module doc; includes only that process, not grandchildren
+    that exited earlier); ``marks``:
     wall-clock offsets (s from start) at which the watched file's mtime changed.
     """
 
@@ -53,6 +58,26 @@ def tail(path: Path, n_chars: int = 2000) -> str:
     except OSError:
         return ""
     return data[-n_chars:].decode("utf-8", errors="replace")
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    """``VmHWM`` of a running process in KiB (0 when unavailable, e.g. not Linux or exited)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _child_peak_kib(ru_maxrss: int, parent_peak: int, sampled_hwm: int) -> int:
+    """The child's own peak: ``ru_maxrss`` when it exceeds what the parent could have passed on,
+    else the sampled ``VmHWM`` (``ru_maxrss``, an upper bound, when nothing was sampled)."""
+    if ru_maxrss > parent_peak or sampled_hwm <= 0:
+        return ru_maxrss
+    return sampled_hwm
 
 
 class _MtimeWatcher(threading.Thread):
@@ -102,6 +127,8 @@ def run_command(argv: Sequence[str], log_path: Path, *, env: Optional[Mapping[st
     with open(log_path, "wb") as log:
         log.write(("$ " + " ".join(str(a) for a in argv) + "\n").encode())
         log.flush()
+        parent_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        hwm = 0
         t0 = time.perf_counter()
         proc = subprocess.Popen([str(a) for a in argv], stdout=log, stderr=subprocess.STDOUT,
                                 env=full_env, cwd=cwd, start_new_session=True)
@@ -115,6 +142,7 @@ def run_command(argv: Sequence[str], log_path: Path, *, env: Optional[Mapping[st
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid == proc.pid:
                 break
+            hwm = max(hwm, _vm_hwm_kib(proc.pid))
             if deadline is not None and time.perf_counter() > deadline:
                 timed_out = True
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -125,7 +153,8 @@ def run_command(argv: Sequence[str], log_path: Path, *, env: Optional[Mapping[st
         if watcher is not None:
             watcher.stop()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    rss_kib = usage.ru_maxrss
+    rss_kib = (_child_peak_kib(usage.ru_maxrss, parent_peak, hwm) if sys.platform == "linux"
+               else usage.ru_maxrss)
     peak = rss_kib / 1024.0 if sys.platform != "darwin" else rss_kib / 2 ** 20
     result = CommandResult(argv=[str(a) for a in argv], returncode=proc.returncode, wall_s=wall,
                            peak_rss_mb=peak, log_path=log_path,

@@ -8,11 +8,13 @@ here) reconstructs every scan through the inference CLI on the CPU. Recorded per
 ``total_s`` (time-to-image), patterns per second, and the peak RSS of the inference process.
 
 Whether memory stays bounded is judged from the measurements: the least-squares slope of peak
-RSS against M (MiB per 1000 patterns). The inference CLIs hold the whole scan in memory (the
-diffraction array and its grouped copy, 2 x 16 KiB per pattern at N = 64), so the slope is
-expected to be about 32 MiB per 1000 patterns; a bounded (streaming) implementation would show
-a slope near zero. Sizes that were not run are never reported as measured; an extrapolation to
-100k from the fitted line is labelled as such.
+RSS against M (MiB per 1000 patterns). The inference CLIs stream the scan
+(``ptycho.data.stream``): the file is validated chunk by chunk and each batch's patterns are
+read when it is predicted, so the diffraction data (16 KiB per pattern at N = 64) no longer
+enter the slope. What remains is O(M) bookkeeping (positions, group indices) and the canvas:
+the reconstructed object covers the scanned area, which grows with M. Sizes that were not run
+are never reported as measured; an extrapolation to 100k from the fitted line is labelled as
+such.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from ptycho.config import (
     MODES,
     PRECISIONS,
     SECTIONS,
+    STITCH_WEIGHTINGS,
     VALID_N,
     PtychoConfig,
 )
@@ -183,6 +184,10 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
     _add(g, ["stitch_crop"], "stitch_crop", "inference",
          "Central crop of each predicted patch placed when stitching (pixels).", kind=int,
          default_note="N with probe_big, else N//2")
+    _add(g, ["stitch_weighting"], "stitch_weighting", "inference",
+         "Weight of each patch pixel when overlapping patches are averaged: the probe "
+         "intensity that measured it, or uniform (name).", kind=_lower,
+         choices=STITCH_WEIGHTINGS)
     _add(g, ["log_patch_stats"], "log_patch_stats", "inference",
          "Record statistics and an image grid of predicted patches (boolean).", kind=bool)
     _add(g, ["patch_stats_limit"], "patch_stats_limit", "inference",

@@ -47,6 +47,7 @@ VALID_N = (32, 64, 128, 256)
 AMP_ACTIVATIONS = ("sigmoid", "softplus", "swish")
 MODES = ("unsupervised", "supervised")
 INTERPOLATIONS = ("bilinear", "fourier")
+STITCH_WEIGHTINGS = ("probe", "uniform")
 ACCELERATORS = ("auto", "cpu", "gpu")
 PRECISIONS = ("32", "16-mixed", "bf16-mixed", "64")
 LOGGERS = ("none", "csv", "tensorboard")
@@ -178,7 +179,7 @@ class ModelConfig:
 
     N: int = 64
     gridsize: int = 1
-    amp_activation: str = "sigmoid"
+    amp_activation: str = "softplus"
     probe_big: bool = True
     probe_mask: bool = False
     probe_trainable: bool = False
@@ -284,7 +285,12 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    """Inference settings. ``stitch_crop`` (pixels) None means ``N`` with probe_big else ``N//2``."""
+    """Inference settings. ``stitch_crop`` (pixels) None means ``N`` with probe_big else ``N//2``.
+
+    ``stitch_weighting``: ``"probe"`` weights every patch pixel by the scan probe's intensity
+    when overlapping patches are averaged (``ptycho.stitch.probe_weight``); ``"uniform"`` gives
+    every pixel of the crop the same weight.
+    """
 
     model_path: Optional[str] = None
     test_data: Optional[str] = None
@@ -293,6 +299,7 @@ class InferenceConfig:
     log_patch_stats: bool = False
     patch_stats_limit: int = 4
     stitch_crop: Optional[int] = None
+    stitch_weighting: str = "probe"
 
     def __post_init__(self) -> None:
         s = "inference"
@@ -303,6 +310,7 @@ class InferenceConfig:
         _check_min(s, "batch_size", self.batch_size, 1)
         _check_min(s, "patch_stats_limit", self.patch_stats_limit, 1)
         _check_min(s, "stitch_crop", self.stitch_crop, 1, optional=True)
+        _check_choice(s, "stitch_weighting", self.stitch_weighting, STITCH_WEIGHTINGS)
 
 
 @dataclass(frozen=True)

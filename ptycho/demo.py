@@ -21,11 +21,12 @@ from typing import Optional, Sequence
 
 BACKENDS = ("pytorch", "tensorflow")
 # Defaults chosen by the measurements in docs/quality.md (a few CPU minutes of training).
-LEARNING_RATE = 3e-4
-BATCH_SIZE = 8
+LEARNING_RATE = 1e-3
+BATCH_SIZE = 16
+EPOCHS = 30
+FILTER_SCALE = 0.25
 PROBE_BIG = True
 INTERPOLATION = "fourier"
-STITCH_CROP = 64
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,14 +40,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS, default="pytorch", help="training/inference backend")
     p.add_argument("--n-patterns", "--n_patterns", dest="n_patterns", type=int, default=512,
                    help="diffraction patterns per region (train and test each)")
-    p.add_argument("--epochs", type=int, default=8, help="training epochs")
+    p.add_argument("--epochs", type=int, default=EPOCHS, help="training epochs")
+    p.add_argument("--filter-scale", "--filter_scale", dest="filter_scale", type=float,
+                   default=FILTER_SCALE,
+                   help="multiplier of the network's filter counts (1 = the reference network; "
+                        "smaller trains faster on a CPU)")
     p.add_argument("--gridsize", type=int, default=1, help="patterns per group side (1 or 2)")
     p.add_argument("--nphotons", type=float, default=1e9, help="photons per pattern")
     p.add_argument("--seed", type=int, default=1, help="random seed for simulation and training")
     p.add_argument("--learning-rate", "--learning_rate", dest="learning_rate", type=float,
-                   default=LEARNING_RATE,
-                   help="Adam learning rate; 1e-3 drives the sigmoid/tanh outputs of this network "
-                        "into saturation within one epoch on the demo data (see docs/quality.md)")
+                   default=LEARNING_RATE, help="Adam learning rate")
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=BATCH_SIZE,
                    help="groups per optimiser step")
     p.add_argument("--probe-big", "--probe_big", dest="probe_big",
@@ -54,8 +57,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="predict the object outside the central N/2 x N/2 patch region too")
     p.add_argument("--interpolation", choices=("bilinear", "fourier"), default=INTERPOLATION,
                    help="sub-pixel shift used by the overlap constraint")
-    p.add_argument("--stitch-crop", "--stitch_crop", dest="stitch_crop", type=int,
-                   default=STITCH_CROP, help="central crop of each patch used when stitching (pixels)")
+    p.add_argument("--stitch-crop", "--stitch_crop", dest="stitch_crop", type=int, default=None,
+                   help="central crop of each patch used when stitching (pixels; default: the "
+                        "inference default)")
     return p
 
 
@@ -110,12 +114,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--max_epochs", str(args.epochs), "--seed", str(args.seed),
         "--learning_rate", f"{args.learning_rate:g}", "--batch_size", str(args.batch_size),
         "--probe_big" if args.probe_big else "--no-probe_big",
-        "--interpolation", args.interpolation,
+        "--interpolation", args.interpolation, "--filter_scale", f"{args.filter_scale:g}",
         "--log-patch-stats", "--patch-stats-limit", "2"])
     timings["inference"] = _step(f"infer and stitch ({args.backend})", infer_mod.main, [
         "python", "-m", f"{pkg}.inference", "--model_path", str(train_dir / "model"),
         "--test_data", str(data_dir / "test.npz"), "--output_dir", str(infer_dir),
-        "--stitch_crop", str(args.stitch_crop), "--log-patch-stats", "--patch-stats-limit", "2"])
+        *(["--stitch_crop", str(args.stitch_crop)] if args.stitch_crop else []),
+        "--log-patch-stats", "--patch-stats-limit", "2"])
     timings["evaluate"] = _step("evaluate", evaluate.main, [
         "python", "-m", "ptycho.evaluate", str(infer_dir / "reconstruction.npz"),
         "--reference", str(data_dir / "test.npz"), "--output_dir", str(eval_dir)])
@@ -124,7 +129,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("\n=== results ===")
     print(f"backend: {args.backend}; held-out test region, {args.n_patterns} patterns, "
           f"{args.nphotons:g} photons/pattern, {args.epochs} epochs, gridsize {args.gridsize}, "
-          f"learning rate {args.learning_rate:g}, batch {args.batch_size}")
+          f"filter scale {args.filter_scale:g}, learning rate {args.learning_rate:g}, "
+          f"batch {args.batch_size}")
     print(_metrics_table(metrics))
     print("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     print(f"outputs: {out.resolve()}")

@@ -9,6 +9,14 @@ group, stitch, time and write exactly alike:
 * the returned patches are ``(B, C, N, N)`` complex64 (channels first, whatever the backend
   uses internally).
 
+Memory does not grow with the number of patterns: the scan is validated chunk by chunk
+(``ptycho.data.stream.open_scan``), each batch's patterns are read from the file when it is
+predicted and stitched at once, so only O(M) positions, one batch and the canvas are resident.
+Overlapping patches are averaged with the probe-intensity weight of ``inference.stitch_weighting``
+(``ptycho.stitch.probe_weight`` of the scan's probe), and ``metrics.json`` is computed on the
+illuminated region (``ptycho.illumination``), which ``reconstruction.npz`` also stores as
+``illuminated_mask``.
+
 Outputs in ``inference.output_dir``: ``reconstruction.npz``, ``reconstructed_amplitude.png``,
 ``reconstructed_phase.png``, ``timing.json``, ``metrics.json`` (when the scan has
 ``objectGuess``) and, with ``log_patch_stats``, ``{prefix}_patch_stats.json`` /
@@ -28,10 +36,11 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ptycho.atomic import atomic_save_npz, atomic_write_json
-from ptycho.data.contract import PtychoData, load_npz
-from ptycho.data.prepare import GroupedArrays, iter_grouped_batches, prepare_grouped_arrays
-from ptycho.physics import normalization_factor
-from ptycho.stitch import Stitcher, canvas_for_positions
+from ptycho.data.batches import StreamedGroups, prepare_streamed_groups
+from ptycho.data.prepare import iter_grouped_batches
+from ptycho.data.stream import StreamedScan, open_scan
+from ptycho.illumination import illumination_mask
+from ptycho.stitch import Stitcher, canvas_for_positions, probe_weight
 
 __all__ = ["InferenceResult", "PreparedScan", "prepare_scan", "stream_and_write", "peak_rss_mb",
            "json_safe"]
@@ -55,17 +64,37 @@ class InferenceResult:
 
 @dataclass
 class PreparedScan:
-    """The test scan grouped like training, with an empty stitcher sized for it."""
+    """The test scan grouped like training, with an empty stitcher sized for it.
 
-    data: PtychoData
-    grouped: GroupedArrays
+    ``data`` keeps the patterns on disk; :func:`stream_and_write` closes it (or call
+    :meth:`close`).
+    """
+
+    data: StreamedScan
+    grouped: StreamedGroups
     normalization_factor: float
     stitcher: Stitcher
     crop: int
 
+    def close(self) -> None:
+        """Close the scan's pattern file (removing any temporary copy)."""
+        self.data.close()
+
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB (``ru_maxrss`` is kB on Linux, bytes on macOS)."""
+    """Peak resident memory of this process in MiB.
+
+    On Linux ``VmHWM`` from ``/proc/self/status``: ``ru_maxrss`` there also holds the peak of the
+    parent that started this program (``vfork``/``posix_spawn`` carry it over ``exec``). Else
+    ``ru_maxrss`` (kB on Linux, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 
@@ -88,20 +117,25 @@ def prepare_scan(config) -> PreparedScan:
     pixel), else the bounding box of the scan positions ± N/2.
     """
     m, inf = config.model, config.inference
-    data = load_npz(inf.test_data)
-    if data.N != m.N:
-        raise ValueError(f"{data.source}: patterns are {data.N}x{data.N} but the model was "
-                         f"trained with N={m.N}")
-    factor = normalization_factor(data.diffraction)
-    grouped = prepare_grouped_arrays(data, m.gridsize, factor, n_groups=config.data.n_groups,
-                                     K=config.data.K, seed=config.data.seed,
-                                     interpolation=m.interpolation)
-    if data.object is not None:
-        canvas_shape, origin = tuple(data.object.shape), (0, 0)
-    else:
-        canvas_shape, origin = canvas_for_positions(grouped.positions.reshape(-1, 2), m.N)
-    crop = config.resolved_stitch_crop
-    stitcher = Stitcher(canvas_shape, m.N, crop=crop, interpolation=m.interpolation, origin=origin)
+    data = open_scan(inf.test_data)
+    try:
+        if data.N != m.N:
+            raise ValueError(f"{data.source}: patterns are {data.N}x{data.N} but the model was "
+                             f"trained with N={m.N}")
+        factor = data.normalization_factor
+        grouped = prepare_streamed_groups(data, m.gridsize, factor, n_groups=config.data.n_groups,
+                                          K=config.data.K, seed=config.data.seed)
+        if data.object is not None:
+            canvas_shape, origin = tuple(data.object.shape), (0, 0)
+        else:
+            canvas_shape, origin = canvas_for_positions(grouped.positions.reshape(-1, 2), m.N)
+        crop = config.resolved_stitch_crop
+        weight = probe_weight(data.probe) if inf.stitch_weighting == "probe" else None
+        stitcher = Stitcher(canvas_shape, m.N, crop=crop, interpolation=m.interpolation,
+                            origin=origin, pixel_weight=weight)
+    except BaseException:
+        data.close()
+        raise
     return PreparedScan(data=data, grouped=grouped, normalization_factor=float(factor),
                         stitcher=stitcher, crop=int(crop))
 
@@ -110,8 +144,10 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
                      t_start: float, t_load: float,
                      timing_extra: Optional[Callable[[], dict]] = None) -> InferenceResult:
     """Predict every group batch by batch (the last partial batch included), stitch as it goes,
-    and write all outputs atomically. ``prefix`` is ``"tf"`` or ``"torch"``; ``timing_extra``
-    returns backend facts (device, peak accelerator memory) read after the predictions."""
+    and write all outputs atomically. Each batch's patterns are read from the scan file just
+    before it is predicted; the file is closed once every batch is done. ``prefix`` is ``"tf"``
+    or ``"torch"``; ``timing_extra`` returns backend facts (device, peak accelerator memory)
+    read after the predictions."""
     from ptycho.plotting import save_complex_image_png
 
     inf = config.inference
@@ -126,15 +162,20 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
         patch_logger = PatchStatsLogger(out, prefix, config.model.gridsize,
                                         limit=inf.patch_stats_limit)
     t_predict = t_stitch = 0.0
-    for batch_idx, sl in enumerate(iter_grouped_batches(grouped, inf.batch_size)):
-        ts = time.perf_counter()
-        obj = np.asarray(predict(grouped.X[sl], grouped.offsets[sl]), dtype=np.complex64)
-        t_predict += time.perf_counter() - ts
-        ts = time.perf_counter()
-        stitcher.add(obj.reshape(-1, N, N), grouped.positions[sl].reshape(-1, 2))
-        if patch_logger is not None:
-            patch_logger.log(obj, "inference", batch_idx)
-        t_stitch += time.perf_counter() - ts
+    try:
+        for batch_idx, sl in enumerate(iter_grouped_batches(grouped, inf.batch_size)):
+            X = grouped.inputs(sl)
+            ts = time.perf_counter()
+            obj = np.asarray(predict(X, grouped.offsets[sl]), dtype=np.complex64)
+            t_predict += time.perf_counter() - ts
+            ts = time.perf_counter()
+            stitcher.add(obj.reshape(-1, N, N), grouped.positions[sl].reshape(-1, 2))
+            if patch_logger is not None:
+                patch_logger.log(obj, "inference", batch_idx)
+            t_stitch += time.perf_counter() - ts
+            del X, obj
+    finally:
+        scan.close()
     n_patterns = len(grouped) * C
     if stitcher.n_patches != n_patterns:
         raise RuntimeError(f"stitched {stitcher.n_patches} patches but {n_patterns} were predicted")
@@ -144,11 +185,14 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
     H, W = result.obj.shape
     origin = np.asarray(result.origin, np.float64)
     used = np.unique(grouped.nn_indices).astype(np.int64)          # scan patterns reconstructed
+    illuminated = result.scanned_mask & illumination_mask(
+        data.probe, data.positions[used] - origin, (H, W))
     files: dict[str, Any] = {}
     files["reconstruction"] = atomic_save_npz(out / "reconstruction.npz", {
         "object": result.obj, "amplitude": np.abs(result.obj).astype(np.float32),
         "phase": np.angle(result.obj).astype(np.float32), "weight": result.weight,
-        "scanned_mask": result.scanned_mask, "origin": np.asarray(result.origin, np.int64),
+        "scanned_mask": result.scanned_mask, "illuminated_mask": illuminated,
+        "origin": np.asarray(result.origin, np.int64),
         "canvas_y": result.origin[0] + np.arange(H, dtype=np.float64),
         "canvas_x": result.origin[1] + np.arange(W, dtype=np.float64),
         "scan_index": used, "scan_positions": data.positions[used] - origin,
@@ -162,7 +206,7 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
     if data.object is not None:
         from ptycho.metrics import evaluate_reconstruction
 
-        metrics = evaluate_reconstruction(result.obj, data.object, mask=result.scanned_mask)
+        metrics = evaluate_reconstruction(result.obj, data.object, mask=illuminated)
         files["metrics"] = atomic_write_json(out / "metrics.json", json_safe(metrics))
     if patch_logger is not None and patch_logger.entries:
         written = patch_logger.write()

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["default_probe", "normalize_probe", "probe_mask", "radius_map"]
+__all__ = ["DEFAULT_QUADRATIC_PHASE", "default_probe", "normalize_probe", "probe_mask",
+           "radius_map"]
 
 
 def _check_N(N) -> int:
@@ -58,9 +59,12 @@ def normalize_probe(probe, name: str = "probe") -> np.ndarray:
     return (P * ((N / 2.0) / np.sqrt(energy))).astype(np.complex64)
 
 
+DEFAULT_QUADRATIC_PHASE = 2.0 * np.pi
+
+
 def default_probe(N: int, *, diameter: float | None = None, edge_width: float = 1.0,
-                  quadratic_phase: float = 1.0) -> np.ndarray:
-    """Default probe: a soft-edged disk with a mild quadratic (defocus-like) phase.
+                  quadratic_phase: float = DEFAULT_QUADRATIC_PHASE) -> np.ndarray:
+    """Default probe: a soft-edged disk with a quadratic (defocus) phase.
 
     Parameters
     ----------
@@ -70,8 +74,14 @@ def default_probe(N: int, *, diameter: float | None = None, edge_width: float = 
         ``0.5 * (1 - tanh((r - R) / edge_width))`` with ``R = diameter / 2``: 0.5 at ``r = R``,
         about 0.88 one ``edge_width`` inside and 0.12 one ``edge_width`` outside.
     quadratic_phase : phase in radians at the disk edge; the phase is
-        ``quadratic_phase * (r / R)**2`` (0 at the centre). The default of 1 rad spreads the
-        diffraction pattern slightly beyond the bare Airy disk; pass 0 for a flat phase.
+        ``quadratic_phase * (r / R)**2`` (0 at the centre). The default, one wave (2 pi) of
+        defocus, is what a slightly defocused focusing optic gives. It matters for learning:
+        a probe with (nearly) flat phase is (nearly) real and centrosymmetric, so every single
+        pattern is equally well explained by the object and its flipped complex conjugate
+        (the twin image), and a network trained pattern by pattern cannot tell them apart
+        (docs/quality.md). The local frequency of the phase at the edge,
+        ``quadratic_phase / (pi R)`` cycles/px, is 0.19 for the default disk at N=64 and stays
+        below Nyquist (0.5) for ``R > 4 px``. Pass 0 for a flat phase.
 
     Returns
     -------

@@ -10,12 +10,14 @@ averaged with the same footprint in numerator and denominator::
   ``f = p - floor(p)`` (identity when ``f == 0``); ``taper`` is ones for bilinear and, for
   Fourier, ``edge_taper(N, (N - crop)//2)`` along both axes (ones when ``crop == N``), which
   keeps the cut at the patch border from ringing into the cropped block;
-* ``mask`` is the central crop: ones on rows/cols ``(N - crop)//2 ... (N - crop)//2 + crop - 1``;
+* ``mask`` is the central crop: ones on rows/cols ``(N - crop)//2 ... (N - crop)//2 + crop - 1``,
+  optionally multiplied by a per-pixel weight such as the probe intensity (``probe_weight``);
 * ``P_m`` places an (N, N) array with its pixel (0, 0) on canvas pixel ``floor(p) - N//2``
   (``reassemble_patches`` at integer positions, exact; pixels off the canvas are dropped).
 
 So the stitched value at canvas pixel ``q`` is the average, over patches whose crop covers
-``q``, of ``patch_m`` interpolated at ``q - p_m + N//2``, and the weight is an integer count.
+``q``, of ``patch_m`` interpolated at ``q - p_m + N//2``, and the weight is an integer count
+(with a per-pixel weight: the weighted average and the summed weight).
 Patches cut out of an object with ``extract_patches`` at integer positions are stitched back to
 exactly that object on the scanned region.
 
@@ -38,7 +40,8 @@ from ptycho.physics import (
     translate,
 )
 
-__all__ = ["StitchResult", "Stitcher", "stitch_patches", "canvas_for_positions", "crop_mask"]
+__all__ = ["StitchResult", "Stitcher", "stitch_patches", "canvas_for_positions", "crop_mask",
+           "probe_weight"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,17 @@ def crop_mask(N: int, crop: int | None = None) -> np.ndarray:
     return mask
 
 
+def probe_weight(probe) -> np.ndarray:
+    """(N, N) float64 stitching weight ``|probe|**2 / max |probe|**2`` (see ``Stitcher``)."""
+    intensity = np.abs(np.asarray(probe)).astype(np.float64) ** 2
+    if intensity.ndim != 2 or intensity.shape[0] != intensity.shape[1]:
+        raise ValueError(f"probe must be a square (N, N) array, got shape {intensity.shape}")
+    peak = intensity.max()
+    if not (np.isfinite(peak) and peak > 0):
+        raise ValueError("probe is zero or not finite; it cannot weight the stitching")
+    return intensity / peak
+
+
 def canvas_for_positions(positions, N: int) -> tuple[tuple[int, int], tuple[int, int]]:
     """Smallest canvas holding every N×N patch centred on ``positions`` (object pixels).
 
@@ -115,12 +129,16 @@ class Stitcher:
     interpolation : "bilinear" | "fourier" (sub-pixel placement, see ``reassemble_patches``).
     origin : (y0, x0) object pixel of canvas pixel (0, 0); positions given to ``add`` are in
         object pixels and are shifted by ``-origin``.
+    pixel_weight : optional (N, N) real array >= 0 multiplying the crop mask in numerator and
+        denominator, e.g. ``probe_weight(probe)``: each patch pixel then counts as much as the
+        probe intensity that measured it, so poorly constrained patch edges do not dilute the
+        well measured centres of overlapping patches. None means uniform weights.
 
     Sums are kept in complex128 / float64; memory is two (H, W) arrays plus one batch.
     """
 
     def __init__(self, canvas_shape, N: int, crop: int | None = None,
-                 interpolation: str = "bilinear", origin=(0, 0)):
+                 interpolation: str = "bilinear", origin=(0, 0), pixel_weight=None):
         try:
             H, W = (int(v) for v in canvas_shape)
         except (TypeError, ValueError):
@@ -141,6 +159,16 @@ class Stitcher:
         self.interpolation = interpolation
         self.origin = (y0, x0)
         self._mask = crop_mask(self.N, self.crop)
+        if pixel_weight is not None:
+            w = np.asarray(pixel_weight)
+            if w.shape != (self.N, self.N) or np.iscomplexobj(w) or not np.all(np.isfinite(w)) \
+                    or np.any(w < 0):
+                raise ValueError(f"pixel_weight must be a finite real ({self.N}, {self.N}) array "
+                                 f">= 0, got {w.dtype} {w.shape}")
+            self._mask = self._mask * w.astype(np.float64)
+            if not np.any(self._mask > 0):
+                raise ValueError(f"pixel_weight is zero on the whole central {self.crop}x"
+                                 f"{self.crop} crop; nothing would be stitched")
         if interpolation == "fourier":
             t = edge_taper(self.N, (self.N - self.crop) // 2)
             self._taper = t[:, None] * t[None, :]
@@ -192,12 +220,14 @@ class Stitcher:
 
 
 def stitch_patches(patches, positions, canvas_shape=None, crop: int | None = None,
-                   interpolation: str = "bilinear", batch_size: int = 1024) -> StitchResult:
+                   interpolation: str = "bilinear", batch_size: int = 1024,
+                   pixel_weight=None) -> StitchResult:
     """Stitch patches (P, N, N) at positions (P, 2) ``(y, x)`` into one object.
 
     ``canvas_shape`` None -> ``canvas_for_positions(positions, N)`` (the bounding box of the
     positions ± N/2, with ``origin`` recorded in the result); otherwise positions are canvas
-    pixels and origin is (0, 0). ``crop`` None -> N. Patches are placed ``batch_size`` at a time.
+    pixels and origin is (0, 0). ``crop`` None -> N. ``pixel_weight``: see ``Stitcher``.
+    Patches are placed ``batch_size`` at a time.
     """
     patches = np.asarray(patches)
     if patches.ndim != 3 or patches.shape[1] != patches.shape[2]:
@@ -213,7 +243,7 @@ def stitch_patches(patches, positions, canvas_shape=None, crop: int | None = Non
         canvas_shape, origin = canvas_for_positions(pos, N)
     else:
         origin = (0, 0)
-    stitcher = Stitcher(canvas_shape, N, crop, interpolation, origin)
+    stitcher = Stitcher(canvas_shape, N, crop, interpolation, origin, pixel_weight)
     for s in range(0, patches.shape[0], batch_size):
         stitcher.add(patches[s:s + batch_size], pos[s:s + batch_size])
     return stitcher.result()

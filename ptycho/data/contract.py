@@ -25,7 +25,7 @@ file, the key, what was expected and what was found. Keys outside the table are 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -107,18 +107,32 @@ class _Checker:
     def finite(self, key: str, arr: np.ndarray, note: str = "") -> None:
         bad = ~np.isfinite(arr)
         if bad.any():
-            first = np.argwhere(bad)[0]
-            value = arr[tuple(first)]
-            self.fail(key, f"contains {int(bad.sum())} non-finite value(s) (NaN/Inf){note}; "
-                           f"first at index {_fmt_index(tuple(first))} = {value}, {_desc(arr)}")
+            first = tuple(np.argwhere(bad)[0])
+            self.fail_nonfinite(key, int(bad.sum()), first, arr[first], _desc(arr), note)
+
+    def fail_nonfinite(self, key: str, count: int, first: tuple, value: Any, desc: str,
+                       note: str = "") -> None:
+        """NaN/Inf message; ``first`` is the index of the first bad value, ``desc`` the array."""
+        self.fail(key, f"contains {count} non-finite value(s) (NaN/Inf){note}; "
+                       f"first at index {_fmt_index(first)} = {value}, {desc}")
 
     def non_negative(self, key: str, arr: np.ndarray, what: str) -> None:
         neg = arr < 0
         if neg.any():
-            first = np.argwhere(neg)[0]
-            self.fail(key, f"expected non-negative {what}, found {int(neg.sum())} negative "
-                           f"value(s); first at index {_fmt_index(tuple(first))} = "
-                           f"{arr[tuple(first)]}, {_desc(arr)}")
+            first = tuple(np.argwhere(neg)[0])
+            self.fail_negative(key, what, int(neg.sum()), first, arr[first], _desc(arr))
+
+    def fail_negative(self, key: str, what: str, count: int, first: tuple, value: Any,
+                      desc: str) -> None:
+        """Negative-value message; arguments as for :meth:`fail_nonfinite`."""
+        self.fail(key, f"expected non-negative {what}, found {count} negative "
+                       f"value(s); first at index {_fmt_index(first)} = {value}, {desc}")
+
+    def fail_zero_patterns(self, key: str, zero: np.ndarray, count: int, M: int,
+                           desc: str) -> None:
+        """All-zero-pattern message; ``zero`` holds (at least the first six) of ``count``."""
+        self.fail(key, f"{count} of {M} patterns are all zero (indices "
+                       f"{_list_indices(zero)}); every pattern must hold some signal, {desc}")
 
     def length(self, key: str, arr: np.ndarray, M: int, against: str) -> None:
         if arr.shape[0] != M:
@@ -187,9 +201,7 @@ def _diffraction(chk: _Checker, key: str, value: Any, n_positions: int) -> np.nd
         chk.finite(key, out, note=" after conversion to float32 (values too large)")
     zero = np.flatnonzero(~out.reshape(M, -1).any(axis=1))
     if zero.size:
-        chk.fail(key, f"{zero.size} of {M} patterns are all zero (indices "
-                      f"{_list_indices(zero)}); every pattern must hold some signal, "
-                      f"{_desc(arr)}")
+        chk.fail_zero_patterns(key, zero, int(zero.size), M, _desc(arr))
     return out
 
 
@@ -233,11 +245,15 @@ def _check_object_covers(chk: _Checker, obj: np.ndarray, y: np.ndarray, x: np.nd
 
 
 def _validate(arrays: Mapping[str, Any], source: str,
-              present_keys: list[str] | None = None) -> dict[str, Any]:
+              present_keys: list[str] | None = None,
+              diffraction_reader: Callable[[_Checker, str, Any, int], Any] | None = None
+              ) -> dict[str, Any]:
     """Check and canonicalise file-keyed arrays; returns the :class:`PtychoData` field values.
 
     ``present_keys`` lists every key of the originating file for error messages (defaults to the
-    keys of ``arrays``).
+    keys of ``arrays``). ``diffraction_reader(chk, key, value, n_positions)`` replaces the eager
+    pattern conversion (``ptycho.data.stream`` validates chunk by chunk); it returns anything
+    with an ``(M, N, N)`` ``shape``.
     """
     chk = _Checker(source)
     if not isinstance(arrays, Mapping):
@@ -262,7 +278,8 @@ def _validate(arrays: Mapping[str, Any], source: str,
     if len(xcoords) != len(ycoords):
         chk.fail("ycoords", f"expected the same length as 'xcoords' ({len(xcoords)}), "
                             f"got {_desc(ycoords)}")
-    diffraction = _diffraction(chk, diff_key, arrays[diff_key], len(xcoords))
+    read = _diffraction if diffraction_reader is None else diffraction_reader
+    diffraction = read(chk, diff_key, arrays[diff_key], len(xcoords))
     M, N = diffraction.shape[0], diffraction.shape[1]
 
     probe = _complex_image(chk, "probeGuess", arrays["probeGuess"], "(N, N) probe")
@@ -299,7 +316,7 @@ def _validate(arrays: Mapping[str, Any], source: str,
     out = dict(diffraction=diffraction, xcoords=xcoords, ycoords=ycoords, probe=probe,
                object=obj, scan_index=scan_index, xcoords_start=x0, ycoords_start=y0)
     for value in out.values():
-        if value is not None:
+        if isinstance(value, np.ndarray):
             value.setflags(write=False)
     out["source"] = str(source)
     return out

@@ -215,3 +215,13 @@ def test_fit_memory_slope_and_extrapolation():
     assert f["rss_at_100k_mb"] == pytest.approx(568.0 + 3200.0)
     assert fit_memory([1000], [600.0])["slope_mb_per_1k"] is None
     assert math.isfinite(fit_memory([1, 2, 3], [1.0, 1.0, 1.0])["slope_mb_per_1k"])
+
+
+def test_run_command_peak_is_the_childs_not_the_parents(tmp_path):
+    import numpy as np
+
+    big = np.ones(80_000_000)                       # 610 MiB: raises this process's peak RSS
+    del big
+    code = "import time; time.sleep(0.5)"
+    r = run_command([sys.executable, "-c", code], tmp_path / "small.log")
+    assert r.peak_rss_mb < 300                      # a bare interpreter, not the parent's peak

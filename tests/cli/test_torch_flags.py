@@ -188,7 +188,7 @@ def test_inference_flags_reach_their_destinations(trained, data, tmp_path, monke
     from ptycho_torch import inference
 
     seen: dict = {"prepare": []}
-    real_load, real_prepare = inference.load_model, inference_core.prepare_grouped_arrays
+    real_load, real_prepare = inference.load_model, inference_core.prepare_streamed_groups
 
     def load(*a, **k):
         seen["model"] = real_load(*a, **k)
@@ -199,7 +199,7 @@ def test_inference_flags_reach_their_destinations(trained, data, tmp_path, monke
         return real_prepare(*a, **k)
 
     monkeypatch.setattr(inference, "load_model", load)
-    monkeypatch.setattr(inference_core, "prepare_grouped_arrays", prep)
+    monkeypatch.setattr(inference_core, "prepare_streamed_groups", prep)
     out = tmp_path / "inf"
     rc = inference.main(["--model_path", str(trained["out"]), "--test_data",
                          str(data / "test.npz"), "--output_dir", str(out), "--batch_size", "6",

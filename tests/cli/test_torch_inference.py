@@ -64,6 +64,10 @@ def test_every_group_is_predicted_and_stitched_without_ground_truth(scan, tmp_pa
         rows = np.searchsorted(y, np.round(data.ycoords))
         cols = np.searchsorted(x, np.round(data.xcoords))
         assert mask[rows, cols].all()
+        # metrics are judged where the probe reached: inside the stitched region, at every
+        # scan position, and smaller than the stitched footprint
+        lit = z["illuminated_mask"]
+        assert lit[rows, cols].all() and not (lit & ~mask).any() and lit.sum() < mask.sum()
         assert z["object"].shape == mask.shape and int(z["stitch_crop"]) == 32
         assert np.array_equal(z["scan_index"], np.arange(21))
         np.testing.assert_allclose(z["scan_positions"] + z["origin"], data.positions)

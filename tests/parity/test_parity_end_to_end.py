@@ -35,7 +35,8 @@ def load_recon(out_dir):
 def assert_same_reconstruction(a_dir, b_dir):
     a, b = load_recon(a_dir), load_recon(b_dir)
     assert set(a) == set(b)
-    for key in ("origin", "scanned_mask", "scan_index", "canvas_y", "canvas_x", "stitch_crop"):
+    for key in ("origin", "scanned_mask", "illuminated_mask", "scan_index", "canvas_y", "canvas_x",
+                "stitch_crop"):
         assert np.array_equal(a[key], b[key]), key
     assert np.allclose(a["weight"], b["weight"], rtol=0, atol=1e-6)
     amp_a, amp_b = a["amplitude"], b["amplitude"]

@@ -68,6 +68,8 @@ VALUE_FLAGS = [
     ("inference", ["--batch_size", "--batch-size"], "5", "inference.batch_size", 5),
     ("inference", ["--n_groups", "--n-groups", "--n_images", "--n-images"], "11", "data.n_groups", 11),
     ("inference", ["--stitch_crop", "--stitch-crop"], "16", "inference.stitch_crop", 16),
+    ("inference", ["--stitch_weighting", "--stitch-weighting"], "Uniform", "inference.stitch_weighting",
+     "uniform"),
     ("inference", ["--patch_stats_limit", "--patch-stats-limit"], "3", "inference.patch_stats_limit", 3),
     ("training", ["--accelerator"], "cpu", "execution.accelerator", "cpu"),
     ("training", ["--devices"], "2", "execution.devices", "2"),

@@ -25,7 +25,7 @@ from ptycho.config import (
 def test_defaults_match_contract():
     c = PtychoConfig()
     assert dataclasses.asdict(c.model) == dict(
-        N=64, gridsize=1, amp_activation="sigmoid", probe_big=True, probe_mask=False,
+        N=64, gridsize=1, amp_activation="softplus", probe_big=True, probe_mask=False,
         probe_trainable=False, intensity_scale_trainable=False, mode="unsupervised",
         interpolation="bilinear", group_pad=None, filter_scale=1.0)
     assert dataclasses.asdict(c.data) == dict(
@@ -37,7 +37,7 @@ def test_defaults_match_contract():
         patch_stats_limit=4, resume=False)
     assert dataclasses.asdict(c.inference) == dict(
         model_path=None, test_data=None, output_dir="outputs/inference", batch_size=64,
-        log_patch_stats=False, patch_stats_limit=4, stitch_crop=None)
+        log_patch_stats=False, patch_stats_limit=4, stitch_crop=None, stitch_weighting="probe")
     assert dataclasses.asdict(c.execution) == dict(
         accelerator="auto", devices="1", strategy="auto", precision="32", num_workers=0,
         logger="csv", seed=0, deterministic=False, jit_compile=False)

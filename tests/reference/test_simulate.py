@@ -58,8 +58,8 @@ def test_transparent_object_puts_nphotons_in_every_pattern():
 def test_poisson_counts_are_integers_with_poisson_mean_and_variance():
     obj = make_object("grf", (48, 48), np.random.default_rng(2))
     pos = np.tile([[24.0, 24.0]], (400, 1))  # the same pattern measured 400 times
-    clean = simulate_scan(obj, default_probe(N), pos[:1], 2e3, None, noise=False)
-    noisy = simulate_scan(obj, default_probe(N), pos, 2e3, np.random.default_rng(3))
+    clean = simulate_scan(obj, default_probe(N), pos[:1], 2e4, None, noise=False)
+    noisy = simulate_scan(obj, default_probe(N), pos, 2e4, np.random.default_rng(3))
     counts = noisy.diffraction.astype(np.float64) ** 2
     np.testing.assert_allclose(counts, np.round(counts), atol=1e-3)
     lam = clean.diffraction[0].astype(np.float64) ** 2

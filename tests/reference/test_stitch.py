@@ -127,3 +127,38 @@ def test_stitch_validation():
         Stitcher((10, 10), 4).add(np.full((1, 4, 4), np.nan), [[1, 1]])
     assert crop_mask(8, 4).sum() == 16 and crop_mask(8, 4)[2:6, 2:6].all()
     assert not Stitcher((5, 5), 4).result().scanned_mask.any()
+
+
+def test_probe_weighted_stitch_is_the_intensity_weighted_average():
+    from ptycho.probe import default_probe
+    from ptycho.stitch import probe_weight
+
+    obj = _obj(3)
+    N = 8
+    pos = _grid(6, 34, 38, 3)
+    w = probe_weight(default_probe(N, diameter=5))
+    assert w.max() == pytest.approx(1.0) and w.min() >= 0
+    # consistent patches: any positive weighting gives back the object where weight > 0
+    res = stitch_patches(extract_patches(obj, pos, N), pos, canvas_shape=obj.shape,
+                         pixel_weight=w)
+    m = res.scanned_mask
+    np.testing.assert_allclose(res.obj[m], obj[m], rtol=1e-5, atol=1e-5)
+    # two inconsistent patches: the stitched value is the weight-averaged one
+    a, b = np.full((N, N), 1.0 + 0j), np.full((N, N), 3.0 + 0j)
+    two = stitch_patches(np.stack([a, b]), np.array([[10.0, 10.0], [10.0, 11.0]]),
+                         canvas_shape=(24, 24), pixel_weight=w)
+    q = (10, 10)                                 # pixel (4, 4) of patch a, (4, 3) of patch b
+    expected = (1.0 * w[4, 4] + 3.0 * w[4, 3]) / (w[4, 4] + w[4, 3])
+    assert two.obj[q] == pytest.approx(expected, rel=1e-6)
+    assert two.weight[q] == pytest.approx(w[4, 4] + w[4, 3], rel=1e-6)
+
+
+def test_pixel_weight_validation():
+    with pytest.raises(ValueError, match="pixel_weight must be"):
+        Stitcher((20, 20), 8, pixel_weight=-np.ones((8, 8)))
+    with pytest.raises(ValueError, match="pixel_weight must be"):
+        Stitcher((20, 20), 8, pixel_weight=np.ones((4, 4)))
+    w = np.zeros((8, 8))
+    w[0, 0] = 1.0
+    with pytest.raises(ValueError, match="zero on the whole central 4x4 crop"):
+        Stitcher((20, 20), 8, crop=4, pixel_weight=w)
