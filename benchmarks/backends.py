@@ -37,6 +37,7 @@ import numpy as np
 from benchmarks.evaluate import clean, quality
 from benchmarks.flops import flops_per_pattern
 from benchmarks.measure import run_command, tail
+from benchmarks.scenarios import FILTER_SCALE, INTERPOLATION
 
 __all__ = ["BACKENDS", "CLI_MODULES", "train_backend", "infer_backend", "train_flags",
            "epoch_times", "summarise_epochs", "tqdm_epoch_times", "training_rates",
@@ -54,7 +55,8 @@ def train_flags(train_npz: Path, out_dir: Path, *, gridsize: int, epochs: int, b
             "--gridsize", str(gridsize), "--max_epochs", str(epochs),
             "--batch_size", str(batch_size), "--validation_fraction", str(validation_fraction),
             "--early_stopping_patience", str(max(epochs, 1) + 1), "--accelerator", "cpu",
-            "--logger", "none", "--seed", str(seed)]
+            "--logger", "none", "--seed", str(seed), "--filter_scale", f"{FILTER_SCALE:g}",
+            "--interpolation", INTERPOLATION]
 
 
 _TQDM_EPOCH = re.compile(r"Epoch (\d+): 100%\|[^|]*\|\s*\d+/\d+ \[(?:(\d+):)?(\d+):(\d+)<")
@@ -110,7 +112,8 @@ def training_rates(summary: dict, patterns_per_epoch: int, gridsize: int) -> dic
     e = summary["epoch_s"]
     rate = patterns_per_epoch / e if e and e > 0 else float("nan")
     return {"patterns_per_s": rate,
-            "gflops": rate * flops_per_pattern(64, gridsize, True, train=True) / 1e9}
+            "gflops": rate * flops_per_pattern(64, gridsize, True, train=True,
+                                                    filter_scale=FILTER_SCALE) / 1e9}
 
 
 def train_backend(backend: str, train_npz: Path, work: Path, *, gridsize: int, epochs: int,

@@ -53,16 +53,17 @@ def conv_layers(N: int = 64, gridsize: int = 1, probe_big: bool = True,
     return layers
 
 
-def forward_flops_per_group(N: int = 64, gridsize: int = 1, probe_big: bool = True) -> float:
+def forward_flops_per_group(N: int = 64, gridsize: int = 1, probe_big: bool = True,
+                            filter_scale: float = 1.0) -> float:
     """Convolution FLOPs of one forward pass of one group (C = gridsize**2 patterns)."""
     return float(sum(2 * h * w * 9 * cin * cout
-                     for _, h, w, cin, cout in conv_layers(N, gridsize, probe_big)))
+                     for _, h, w, cin, cout in conv_layers(N, gridsize, probe_big, filter_scale)))
 
 
 def flops_per_pattern(N: int = 64, gridsize: int = 1, probe_big: bool = True,
-                      train: bool = False) -> float:
+                      train: bool = False, filter_scale: float = 1.0) -> float:
     """Forward (or training-step, ``train=True``) convolution FLOPs per diffraction pattern."""
-    f = forward_flops_per_group(N, gridsize, probe_big) / gridsize ** 2
+    f = forward_flops_per_group(N, gridsize, probe_big, filter_scale) / gridsize ** 2
     return f * TRAIN_FACTOR if train else f
 
 

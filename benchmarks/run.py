@@ -134,8 +134,11 @@ def _microbench(backends, threads: int, work: Path, timeout: float, log) -> dict
     out: dict = {"network": {}}
     for g in (1, 2):
         out["network"][str(g)] = {
-            "forward_gflops_per_pattern": flops_per_pattern(64, g, True) / 1e9,
-            "train_gflops_per_pattern": flops_per_pattern(64, g, True, train=True) / 1e9}
+            "filter_scale": sc.FILTER_SCALE,
+            "forward_gflops_per_pattern": flops_per_pattern(
+                64, g, True, filter_scale=sc.FILTER_SCALE) / 1e9,
+            "train_gflops_per_pattern": flops_per_pattern(
+                64, g, True, train=True, filter_scale=sc.FILTER_SCALE) / 1e9}
     for b in backends:
         name = "torch" if b == "pytorch" else "tensorflow"
         log(f"microbenchmark: {b} convolutions")
@@ -171,9 +174,10 @@ def _run(args: argparse.Namespace, log=print) -> tuple[dict, bool]:
         f"{', '.join(str(s) for s in sizes.scaling_sizes)} on "
         f"{', '.join(args.scaling_backends)}; Pty-chi runs all three algorithms on the "
         f"{'/'.join(args.ptychi_all_doses or ['lo'])}-dose scans and rPIE only (the "
-        "time-to-image reference) on the others. Network quality after so few "
-        "epochs is far below what longer training reaches; the speed figures are per epoch / "
-        "per pattern and do not depend on the epoch count."]
+        "time-to-image reference) on the others. The networks are the CPU setting of the "
+        f"demo (filter_scale {sc.FILTER_SCALE:g}, {sc.INTERPOLATION} interpolation, softplus "
+        "amplitude, probe-weighted stitching); their quality after so few epochs is below "
+        "what longer training reaches, and the speed figures are per epoch / per pattern."]
     results: dict = {"meta": {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": _machine(), "versions": _versions(), "quick": args.quick,

@@ -24,6 +24,9 @@ __all__ = ["DOSES", "OBJECTS", "Scenario", "Sizes", "QUICK", "FULL", "all_scenar
 DOSES = {"hi": 1e9, "lo": 1e4}
 OBJECTS = {"lines": "region", "grf": "objects"}
 SEED = 20240601
+FILTER_SCALE = 0.25
+"""Network width of the benchmarked models (``model.filter_scale``): the CPU setting of the demo."""
+INTERPOLATION = "fourier"
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class Sizes:
     validation_fraction: float = 0.125
 
 
-FULL = Sizes(n_train=128, n_test=128, epochs=5, batch_size=16,
+FULL = Sizes(n_train=512, n_test=512, epochs=20, batch_size=16,
              ptychi_iterations=(50, 100, 200), scaling_sizes=(1000, 10000), scaling_epochs=1)
 QUICK = Sizes(n_train=64, n_test=64, epochs=1, batch_size=16, ptychi_iterations=(2, 4, 8),
               scaling_sizes=(200, 400), scaling_epochs=1)

@@ -122,7 +122,8 @@ def test_epoch_times_from_history_progress_bar_or_marks():
     assert s["epoch_s"] == 30.0 and "wall" in s["epoch_time_source"]
     r = training_rates({"epoch_s": 2.0}, 100, 1)
     assert r["patterns_per_s"] == 50.0
-    assert r["gflops"] == pytest.approx(50.0 * flops.flops_per_pattern(64, 1, True, True) / 1e9)
+    assert r["gflops"] == pytest.approx(50.0 * flops.flops_per_pattern(
+        64, 1, True, True, filter_scale=scenarios.FILTER_SCALE) / 1e9)
 
 
 def test_train_flags_are_shared_cli_flags():
