@@ -33,7 +33,9 @@ METHOD = [
     "`python -m benchmarks.run --output benchmarks/results`. Options: `--quick` (tiny smoke "
     "run), `--scenarios lines-hi-g1 grf-lo-g2 ...` or `all`, `--backends tensorflow pytorch`, "
     "`--epochs`, `--scaling-sizes 1000 10000 100000`, `--no-ptychi`, `--no-scaling`, "
-    "`--threads`, `--report-only` (re-render this page from `benchmark.json`).", "",
+    "`--threads`, `--report-only` (re-render this page from `benchmark.json`; with "
+    "`--scaling-from FILE.json` it takes a separately run scaling curve, e.g. the hour-long "
+    "100k-pattern one).", "",
     "## Method", "",
     "- Data: `python -m ptycho.simulate`, N=64, default disk probe, raster scan at 75% linear "
     "overlap with 0.5 px jitter, Poisson counts at 1e9 (`hi`) or 1e4 (`lo`) photons per pattern. "

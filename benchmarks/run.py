@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerun-ptychi", nargs="+", default=None, metavar="DATA",
                    help="rerun only the Pty-chi step for these data sets (e.g. lines-hi) and "
                         "update <output>/benchmark.json, the ratios, targets and the report")
+    p.add_argument("--scaling-from", default=None, metavar="SCALING_JSON",
+                   help="with --report-only: take these backends' scaling curves from a separate "
+                        "benchmarks.scaling.run_scaling result (e.g. one with 100k patterns, "
+                        "which takes too long for the main run); a note records it")
     p.add_argument("--report-only", action="store_true",
                    help="only re-render the Markdown report from <output>/benchmark.json "
                         "(training epoch times are re-derived from the saved logs/histories)")
@@ -375,6 +379,27 @@ def _refresh(results: dict, out: Path) -> None:
     results["targets"] = evaluate_targets(results, list(results["meta"]["backends"]))
 
 
+def _merge_scaling(results: dict, path: Path, out: Path) -> None:
+    """Replace the scaling curves of the backends in ``path`` (a ``run_scaling`` JSON), re-plot
+    ``scaling.png`` and record where the curves came from."""
+    from benchmarks.scaling import plot_scaling
+
+    other = json.loads(path.read_text())
+    merged = results.setdefault("scaling", {"sizes": [], "backends": {}})
+    merged["backends"].update(other["backends"])
+    merged["sizes"] = sorted({int(m) for b in merged["backends"].values() for m in
+                              (r["M"] for r in b["rows"])})
+    _write_json(out / "scaling.json", merged)
+    plot_scaling(merged, out / "scaling.png")
+    sizes = ", ".join(str(s) for s in other.get("sizes", []))
+    when = datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc)
+    results["meta"]["notes"].append(
+        f"The scaling curve of {', '.join(other['backends'])} ({sizes} patterns) comes from a "
+        f"separate benchmarks.scaling.run_scaling run ({path.name}, {when:%Y-%m-%d %H:%M} UTC), "
+        "made while other work shared the two cores: its timings are pessimistic, its memory "
+        "figures are unaffected.")
+
+
 def _render_only(args: argparse.Namespace) -> int:
     from ptycho.atomic import atomic_write_text
 
@@ -390,6 +415,8 @@ def _render_only(args: argparse.Namespace) -> int:
             "The scaling curve was run as a separate process (benchmarks.scaling.run_scaling) "
             "while the main run was going on, so both competed for the two cores; its "
             "timings are pessimistic, its memory figures are unaffected.")
+    if getattr(args, "scaling_from", None):
+        _merge_scaling(results, Path(args.scaling_from), Path(args.output))
     _refresh(results, Path(args.output))
     _write_json(src, results)
     docs = Path(args.docs) if args.docs else (

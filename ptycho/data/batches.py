@@ -9,12 +9,12 @@ as the matching slice of ``GroupedArrays.X``. Memory is O(G) small arrays plus o
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ptycho.data.prepare import check_normalization_factor
 from ptycho.grouping import DEFAULT_K, group_patterns
 
 __all__ = ["StreamedGroups", "prepare_streamed_groups"]
@@ -76,16 +76,7 @@ def prepare_streamed_groups(scan, gridsize: int, normalization_factor: float,
     Raises:
         ValueError: invalid normalisation factor or grouping arguments.
     """
-    factor = normalization_factor
-    if isinstance(factor, (bool, np.bool_)):
-        raise ValueError(f"normalization_factor must be a positive finite number, got {factor!r}")
-    try:
-        factor = float(factor)
-    except (TypeError, ValueError):
-        raise ValueError(f"normalization_factor must be a positive finite number, "
-                         f"got {normalization_factor!r}") from None
-    if not (math.isfinite(factor) and factor > 0):
-        raise ValueError(f"normalization_factor must be a positive finite number, got {factor}")
+    factor = check_normalization_factor(normalization_factor)
     groups = group_patterns(scan.xcoords, scan.ycoords, gridsize, n_groups=n_groups, K=K,
                             seed=seed)
     nn = groups.nn_indices

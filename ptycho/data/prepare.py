@@ -18,7 +18,8 @@ import numpy as np
 from ptycho.data.contract import DataContractError, PtychoData
 from ptycho.grouping import DEFAULT_K, group_patterns
 
-__all__ = ["GroupedArrays", "prepare_grouped_arrays", "iter_grouped_batches"]
+__all__ = ["GroupedArrays", "check_normalization_factor", "prepare_grouped_arrays",
+           "iter_grouped_batches"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,6 +67,20 @@ class GroupedArrays:
         return self.n_groups
 
 
+def check_normalization_factor(value) -> float:
+    """``value`` as a positive finite float, else ``ValueError`` naming it."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"normalization_factor must be a positive finite number, got {value!r}")
+    try:
+        factor = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"normalization_factor must be a positive finite number, "
+                         f"got {value!r}") from None
+    if not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"normalization_factor must be a positive finite number, got {factor}")
+    return factor
+
+
 def prepare_grouped_arrays(data: PtychoData, gridsize: int, normalization_factor: float,
                            n_groups: int | None = None, K: int | None = DEFAULT_K, seed: int = 0,
                            with_ground_truth: bool = False,
@@ -88,16 +103,7 @@ def prepare_grouped_arrays(data: PtychoData, gridsize: int, normalization_factor
     """
     if not isinstance(data, PtychoData):
         raise TypeError(f"data must be a PtychoData, got {type(data).__name__}")
-    if isinstance(normalization_factor, (bool, np.bool_)):
-        raise ValueError(f"normalization_factor must be a positive finite number, "
-                         f"got {normalization_factor!r}")
-    try:
-        factor = float(normalization_factor)
-    except (TypeError, ValueError):
-        raise ValueError(f"normalization_factor must be a positive finite number, "
-                         f"got {normalization_factor!r}") from None
-    if not (math.isfinite(factor) and factor > 0):
-        raise ValueError(f"normalization_factor must be a positive finite number, got {factor}")
+    factor = check_normalization_factor(normalization_factor)
     if with_ground_truth and data.object is None:
         raise DataContractError(
             f"{data.source}: key 'objectGuess': ground-truth patches were requested "

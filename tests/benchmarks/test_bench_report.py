@@ -93,3 +93,31 @@ def test_markdown_has_every_section_and_status():
     assert "| lines-lo-g1 | pytorch | 0.840 |" in md
     with pytest.raises(KeyError):
         render_markdown({})
+
+
+def test_scaling_from_a_separate_run_replaces_that_backend_and_is_noted(tmp_path):
+    import json
+
+    from benchmarks.run import _merge_scaling
+
+    def curve(sizes, rss):
+        rows = [{"M": m, "time_to_image_s": m / 100.0, "patterns_per_s": 100.0,
+                 "peak_rss_mb": r} for m, r in zip(sizes, rss)]
+        return {"rows": rows, "memory_fit": {"slope_mb_per_1k": 0.5},
+                "measured_100k": 100000 in sizes}
+
+    results = {"meta": {"notes": []},
+               "scaling": {"sizes": [1000, 10000],
+                           "backends": {"tensorflow": curve([1000, 10000], [900, 1300]),
+                                        "pytorch": curve([1000, 10000], [500, 520])}}}
+    other = tmp_path / "scaling_pytorch.json"
+    other.write_text(json.dumps({"sizes": [1000, 100000],
+                                 "backends": {"pytorch": curve([1000, 100000], [560, 660])}}))
+    _merge_scaling(results, other, tmp_path)
+    sc = results["scaling"]
+    assert sc["sizes"] == [1000, 10000, 100000]
+    assert sc["backends"]["pytorch"]["measured_100k"] is True
+    assert [r["M"] for r in sc["backends"]["tensorflow"]["rows"]] == [1000, 10000]
+    assert "scaling_pytorch.json" in results["meta"]["notes"][-1]
+    assert (tmp_path / "scaling.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "scaling.json").read_text())["sizes"] == [1000, 10000, 100000]
