@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GroupedData", "group_patterns", "DEFAULT_K"]
+__all__ = ["GroupCounts", "GroupedData", "group_patterns", "DEFAULT_K"]
 
 DEFAULT_K = 6
 # Above this many (seed, combination) candidates the pool of distinct groups is sampled by
@@ -27,21 +27,10 @@ _ENUMERATION_LIMIT = 500_000
 _MAX_REJECTION_ROUNDS = 200
 
 
-@dataclass(frozen=True, eq=False)
-class GroupedData:
-    """Groups of C neighbouring patterns.
-
-    Attributes:
-        nn_indices: (G, C) int64 pattern indices of each group's members, ascending within a group.
-        coords_offsets: (G, 2) float64 group centres (y, x) = mean position of the members.
-        coords_relative: (G, C, 2) float64 member offsets (dy, dx) = member position - centre.
-        gridsize: g, with C = g**2.
-    """
+class GroupCounts:
+    """``n_groups``, ``C`` and ``len()`` of any groups object with a ``(G, C)`` ``nn_indices``."""
 
     nn_indices: np.ndarray
-    coords_offsets: np.ndarray
-    coords_relative: np.ndarray
-    gridsize: int
 
     @property
     def n_groups(self) -> int:
@@ -55,6 +44,23 @@ class GroupedData:
 
     def __len__(self) -> int:
         return self.n_groups
+
+
+@dataclass(frozen=True, eq=False)
+class GroupedData(GroupCounts):
+    """Groups of C neighbouring patterns.
+
+    Attributes:
+        nn_indices: (G, C) int64 pattern indices of each group's members, ascending within a group.
+        coords_offsets: (G, 2) float64 group centres (y, x) = mean position of the members.
+        coords_relative: (G, C, 2) float64 member offsets (dy, dx) = member position - centre.
+        gridsize: g, with C = g**2.
+    """
+
+    nn_indices: np.ndarray
+    coords_offsets: np.ndarray
+    coords_relative: np.ndarray
+    gridsize: int
 
 
 def _as_int(name: str, value: Any, minimum: int) -> int:

@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 
 from ptycho.data.prepare import check_normalization_factor
-from ptycho.grouping import DEFAULT_K, group_patterns
+from ptycho.grouping import DEFAULT_K, GroupCounts, group_patterns
 
 __all__ = ["StreamedGroups", "prepare_streamed_groups"]
 
 
 @dataclass(frozen=True, eq=False)
-class StreamedGroups:
+class StreamedGroups(GroupCounts):
     """Groups of a streamed scan; the attributes are those of ``GroupedArrays`` without ``X``.
 
     Attributes:
@@ -43,22 +43,9 @@ class StreamedGroups:
     gridsize: int
 
     @property
-    def n_groups(self) -> int:
-        """Number of groups G."""
-        return int(self.nn_indices.shape[0])
-
-    @property
-    def C(self) -> int:
-        """Patterns per group, gridsize**2."""
-        return int(self.nn_indices.shape[1])
-
-    @property
     def N(self) -> int:
         """Pattern side length in pixels."""
         return int(self.patterns.N)
-
-    def __len__(self) -> int:
-        return self.n_groups
 
     def inputs(self, groups) -> np.ndarray:
         """(B, C, N, N) float32 normalised amplitudes of the groups ``groups`` (slice or ints),

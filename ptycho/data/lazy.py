@@ -22,6 +22,7 @@ offers the same interface over an array already in memory.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 import shutil
 import struct
 import tempfile
@@ -61,7 +62,7 @@ def _runs(sorted_unique: np.ndarray) -> Iterator[tuple[int, int, int]]:
         yield s, int(sorted_unique[s]), int(sorted_unique[e - 1]) + 1
 
 
-class _Source:
+class _Source(ABC):
     """Shared reading logic; subclasses provide ``_read_raw(start, stop)``."""
 
     shape: tuple[int, int, int]
@@ -77,8 +78,9 @@ class _Source:
         """Pattern side length in pixels."""
         return int(self.shape[1])
 
+    @abstractmethod
     def _read_raw(self, start: int, stop: int) -> np.ndarray:
-        raise NotImplementedError
+        """Patterns ``start:stop`` in the stored dtype, ``(stop - start, N, N)``."""
 
     def _check_range(self, start: int, stop: int) -> None:
         if not 0 <= start <= stop <= self.M:

@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 
 from ptycho.data.contract import DataContractError, PtychoData
-from ptycho.grouping import DEFAULT_K, group_patterns
+from ptycho.grouping import DEFAULT_K, GroupCounts, group_patterns
 
 __all__ = ["GroupedArrays", "check_normalization_factor", "prepare_grouped_arrays",
            "iter_grouped_batches"]
 
 
 @dataclass(frozen=True, eq=False)
-class GroupedArrays:
+class GroupedArrays(GroupCounts):
     """Grouped model inputs for one scan.
 
     Attributes:
@@ -49,22 +49,9 @@ class GroupedArrays:
     gridsize: int
 
     @property
-    def n_groups(self) -> int:
-        """Number of groups G."""
-        return int(self.X.shape[0])
-
-    @property
-    def C(self) -> int:
-        """Patterns per group, gridsize**2."""
-        return int(self.X.shape[1])
-
-    @property
     def N(self) -> int:
         """Pattern side length in pixels."""
         return int(self.X.shape[2])
-
-    def __len__(self) -> int:
-        return self.n_groups
 
 
 def check_normalization_factor(value) -> float:

@@ -127,17 +127,22 @@ def check_valid(data: PtychoData) -> None:
     assert (data.xcoords_start is None) == (data.ycoords_start is None)
 
 
+def write_case(path, item, compressed=False):
+    """Write one ``npz_files()`` example (raw bytes or a dict of arrays) to ``path``."""
+    kind, payload = item
+    if kind == "bytes":
+        path.write_bytes(payload)
+    else:
+        (np.savez_compressed if compressed else np.savez)(path, **payload)
+    return path
+
+
 @settings(derandomize=True, max_examples=60, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(npz_files())
 def test_loader_returns_valid_data_or_contract_error(item):
-    kind, payload = item
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "scan.npz"
-        if kind == "bytes":
-            path.write_bytes(payload)
-        else:
-            np.savez(path, **payload)
+        path = write_case(Path(tmp) / "scan.npz", item)
         try:
             data = load_npz(path)
         except DataContractError as exc:

@@ -349,13 +349,8 @@ def test_streamed_peak_memory_does_not_grow_with_the_scan(tmp_path, monkeypatch)
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(hyp.npz_files(), st.booleans())
 def test_streamed_and_eager_loaders_agree_on_any_file(item, compressed):
-    kind, payload = item
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "scan.npz"
-        if kind == "bytes":
-            path.write_bytes(payload)
-        else:
-            write(path, payload, compressed)
+        path = hyp.write_case(Path(tmp) / "scan.npz", item, compressed)
         try:
             eager = load_npz(path)
         except DataContractError as exc:
