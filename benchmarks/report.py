@@ -81,8 +81,11 @@ WHY_MISSED = [
     "fit an absorbing object with the measured intensity scale; softplus is the default now), "
     "probe defocus (a nearly flat probe leaves each pattern ambiguous with its twin image; the "
     "default probe has 2 pi of defocus now), learning rate 1e-3 vs 3e-4, and probe-weighted "
-    "stitching. Not yet tried: hundreds of epochs (a GPU), or separate loss weights or "
-    "learning rates for the amplitude and phase heads.",
+    "stitching, a 10x learning rate for the amplitude head, an amplitude least-squares loss, "
+    "compressed network inputs and smaller batches (only more optimiser steps helped). "
+    "`python -m benchmarks.nll_budget` shows why: the amplitude of these objects carries only "
+    "8-16 % of the likelihood, so it is fitted only after the phase. Not yet tried: hundreds "
+    "of epochs (a GPU).",
     "- **Time-to-image vs rPIE.** At 512 patterns the fixed costs dominate: reading the bundle "
     "and scan, building the model, stitching with Fourier sub-pixel placement, and writing "
     "PNGs and metrics. The prediction itself runs at the inference pat/s of the table. "

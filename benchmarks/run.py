@@ -392,12 +392,16 @@ def _merge_scaling(results: dict, path: Path, out: Path) -> None:
     _write_json(out / "scaling.json", merged)
     plot_scaling(merged, out / "scaling.png")
     sizes = ", ".join(str(s) for s in other.get("sizes", []))
-    when = datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc)
-    results["meta"]["notes"].append(
-        f"The scaling curve of {', '.join(other['backends'])} ({sizes} patterns) comes from a "
-        f"separate benchmarks.scaling.run_scaling run ({path.name}, {when:%Y-%m-%d %H:%M} UTC), "
-        "made while other work shared the two cores: its timings are pessimistic, its memory "
-        "figures are unaffected.")
+    source = f"separate benchmarks.scaling.run_scaling run ({path.name}"
+    note = (f"The scaling curve of {', '.join(other['backends'])} ({sizes} patterns) comes from "
+            f"a {source}), made while other work shared the two cores: its timings are "
+            "pessimistic, its memory figures are unaffected.")
+    notes = results["meta"]["notes"]
+    same = [i for i, n in enumerate(notes) if source in n]
+    if same:
+        notes[same[0]] = note
+    else:
+        notes.append(note)
 
 
 def _render_only(args: argparse.Namespace) -> int:

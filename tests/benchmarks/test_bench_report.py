@@ -119,5 +119,10 @@ def test_scaling_from_a_separate_run_replaces_that_backend_and_is_noted(tmp_path
     assert sc["backends"]["pytorch"]["measured_100k"] is True
     assert [r["M"] for r in sc["backends"]["tensorflow"]["rows"]] == [1000, 10000]
     assert "scaling_pytorch.json" in results["meta"]["notes"][-1]
+    results["meta"]["notes"].append("a later note")
     assert (tmp_path / "scaling.png").stat().st_size > 1000
     assert json.loads((tmp_path / "scaling.json").read_text())["sizes"] == [1000, 10000, 100000]
+    _merge_scaling(results, other, tmp_path)
+    assert sum("scaling_pytorch.json" in n for n in results["meta"]["notes"]) == 1, \
+        "merging the same curve twice must not repeat its note"
+    assert results["meta"]["notes"][-1] == "a later note", "the note keeps its place"
