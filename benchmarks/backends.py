@@ -38,6 +38,7 @@ from benchmarks.evaluate import clean, quality
 from benchmarks.flops import flops_per_pattern
 from benchmarks.measure import run_command, tail
 from benchmarks.scenarios import FILTER_SCALE, INTERPOLATION
+from ptycho.sampling import validation_count
 
 __all__ = ["BACKENDS", "CLI_MODULES", "train_backend", "infer_backend", "train_flags",
            "epoch_times", "summarise_epochs", "tqdm_epoch_times", "training_rates",
@@ -142,7 +143,7 @@ def train_backend(backend: str, train_npz: Path, work: Path, *, gridsize: int, e
     hist_path = out / "history.json"
     history = json.loads(hist_path.read_text()) if hist_path.is_file() else {}
     n_epochs = len(history.get("epoch", [])) or epochs
-    n_val = min(n_train_patterns - 1, max(1, int(round(validation_fraction * n_train_patterns))))
+    n_val = validation_count(n_train_patterns, validation_fraction)
     per_epoch = (n_train_patterns - n_val) * gridsize ** 2
     times, has_first, source = epoch_times(history, res.marks, tail(res.log_path, 10 ** 7))
     summary = summarise_epochs(times, has_first, res.wall_s, n_epochs, source)

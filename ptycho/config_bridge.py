@@ -35,6 +35,8 @@ from ptycho.config import (
 )
 
 __all__ = [
+    "ADAM_EPSILON",
+    "PLATEAU_MIN_DELTA",
     "Override",
     "CONTEXTS",
     "FLAT_KEYS",
@@ -53,6 +55,12 @@ __all__ = [
 ]
 
 CONTEXTS = ("training", "inference")
+
+#: Adam's epsilon on both backends (the Keras default; torch's default is 1e-8).
+ADAM_EPSILON = 1e-7
+#: Smallest decrease of the monitored loss that counts as an improvement for the learning-rate
+#: plateau rule, absolute (the Keras ``ReduceLROnPlateau`` default).
+PLATEAU_MIN_DELTA = 1e-4
 
 # Flat canonical names present in two sections; resolved by context (or both, for seed).
 _AMBIGUOUS = {
@@ -308,11 +316,15 @@ def to_keras_optimizer_kwargs(config: PtychoConfig) -> dict[str, Any]:
 
 
 def to_keras_callback_kwargs(config: PtychoConfig) -> dict[str, dict[str, Any]]:
-    """Arguments for Keras ``ReduceLROnPlateau`` and ``EarlyStopping`` (patiences in epochs)."""
+    """Arguments for Keras ``ReduceLROnPlateau`` and ``EarlyStopping`` (patiences in epochs).
+
+    The plateau rule is :data:`PLATEAU_MIN_DELTA` absolute; the learning rate drops after
+    ``lr_reduce_patience`` epochs without improvement (at least one).
+    """
     t = config.training
     return {
         "reduce_lr": {"factor": t.lr_reduce_factor, "patience": t.lr_reduce_patience,
-                      "min_lr": t.min_learning_rate},
+                      "min_lr": t.min_learning_rate, "min_delta": PLATEAU_MIN_DELTA},
         "early_stopping": {"patience": t.early_stopping_patience, "restore_best_weights": True},
     }
 
@@ -349,15 +361,20 @@ def to_lightning_trainer_kwargs(config: PtychoConfig) -> dict[str, Any]:
 
 
 def to_torch_optimizer_kwargs(config: PtychoConfig) -> dict[str, Any]:
-    """Keyword arguments for ``torch.optim.Adam``."""
-    return {"lr": config.training.learning_rate}
+    """Keyword arguments for ``torch.optim.Adam``: the learning rate and Keras' epsilon
+    (:data:`ADAM_EPSILON`)."""
+    return {"lr": config.training.learning_rate, "eps": ADAM_EPSILON}
 
 
 def to_torch_scheduler_kwargs(config: PtychoConfig) -> dict[str, Any]:
-    """Keyword arguments for ``torch.optim.lr_scheduler.ReduceLROnPlateau``."""
+    """Keyword arguments for ``torch.optim.lr_scheduler.ReduceLROnPlateau`` that reproduce the
+    Keras schedule of :func:`to_keras_callback_kwargs`: absolute threshold
+    :data:`PLATEAU_MIN_DELTA`, and ``patience - 1`` (at least 0) because torch reduces after
+    *more than* ``patience`` bad epochs, Keras after ``patience`` (at least one)."""
     t = config.training
-    return {"mode": "min", "factor": t.lr_reduce_factor, "patience": t.lr_reduce_patience,
-            "min_lr": t.min_learning_rate}
+    return {"mode": "min", "factor": t.lr_reduce_factor,
+            "patience": max(t.lr_reduce_patience - 1, 0), "min_lr": t.min_learning_rate,
+            "threshold": PLATEAU_MIN_DELTA, "threshold_mode": "abs"}
 
 
 def to_dataloader_kwargs(config: PtychoConfig, context: str = "training") -> dict[str, Any]:

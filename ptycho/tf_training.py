@@ -36,6 +36,8 @@ import keras
 import tensorflow as tf
 
 from ptycho import tf_helper as th
+from ptycho.config_bridge import ADAM_EPSILON
+from ptycho.sampling import epoch_order
 
 __all__ = ["HISTORY_KEYS", "Split", "split_from_grouped", "poisson_losses", "supervised_loss",
            "make_optimizer", "make_steps", "FitResult", "fit", "write_history"]
@@ -96,8 +98,9 @@ def supervised_loss(outputs, gt, footprint):
 
 # ---------------------------------------------------------------------------------- steps
 def make_optimizer(learning_rate: float, precision: str = "32"):
-    """Adam; wrapped in ``LossScaleOptimizer`` for ``precision == "16-mixed"``."""
-    opt = keras.optimizers.Adam(learning_rate=float(learning_rate))
+    """Adam (epsilon ``ptycho.config_bridge.ADAM_EPSILON``, as the PyTorch backend); wrapped in
+    ``LossScaleOptimizer`` for ``precision == "16-mixed"``."""
+    opt = keras.optimizers.Adam(learning_rate=float(learning_rate), epsilon=ADAM_EPSILON)
     if precision == "16-mixed":
         opt = keras.optimizers.LossScaleOptimizer(opt)
     return opt
@@ -200,12 +203,13 @@ def fit(model, train: Split, val: Optional[Split], *, epochs: int, batch_size: i
     """Train ``model`` in place and return the history.
 
     ``callback_kwargs``: ``{"reduce_lr": {...}, "early_stopping": {...}}`` as from
-    ``ptycho.config_bridge.to_keras_callback_kwargs``. Training groups are shuffled every epoch
-    with a NumPy generator seeded by ``seed``; every group is used every epoch (the last batch
-    may be partial). ``patch_logger`` (a ``ptycho.patch_stats.PatchStatsLogger``) receives the
-    predicted object patches (B, C, N, N) of the first batches of each phase, in the order they
-    are computed (training batch 0 of epoch 0 is the untrained network's prediction); each
-    entry also records its ``epoch``. ``log`` receives
+    ``ptycho.config_bridge.to_keras_callback_kwargs``. Epoch ``e`` visits the training groups in
+    the order ``ptycho.sampling.epoch_order(len(train), seed, e)``; every group is used every
+    epoch (the last batch may be partial). ``patch_logger`` (a
+    ``ptycho.patch_stats.PatchStatsLogger``) receives the predicted object patches
+    (B, C, N, N) of the first batches of each phase, in the order they are computed (training
+    batch 0 of epoch 0 is the untrained network's prediction); each entry also records its
+    ``epoch``. ``log`` receives
     the per-epoch line; ``progress`` shows a Keras progress bar (default: stdout is a TTY).
     """
     if len(train) == 0:
@@ -227,7 +231,6 @@ def fit(model, train: Split, val: Optional[Split], *, epochs: int, batch_size: i
         [keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="min", verbose=0, **rl),
          keras.callbacks.EarlyStopping(monitor=monitor, mode="min", verbose=0, **es)],
         model=model)
-    rng = np.random.default_rng(seed)
     history: dict[str, list] = {k: [] for k in HISTORY_KEYS}
     result = FitResult(history=history, monitor=monitor)
     best, best_weights = math.inf, None
@@ -239,7 +242,7 @@ def fit(model, train: Split, val: Optional[Split], *, epochs: int, batch_size: i
         t0 = time.perf_counter()
         callbacks.on_epoch_begin(epoch)
         bar = keras.utils.Progbar(n_batches, verbose=1, unit_name="batch") if show else None
-        order = rng.permutation(len(train))
+        order = epoch_order(len(train), seed, epoch)
         tr_loss, tr_full = _run_epoch(train_step, train, batch_size, order, phase="train",
                                       epoch=epoch, patch_logger=patch_logger,
                                       physics_dtype=model.physics_dtype, progbar=bar)

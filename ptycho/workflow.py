@@ -5,7 +5,9 @@ file become one :class:`~ptycho.payload.TrainingPayload` (config via
 ``ptycho.config_bridge.resolve_config``; ``model.N`` defaults to the data's pattern size when
 neither the flags nor the file set it; statistics from the training file; the file's probe;
 overrides; sha256 provenance). That one object drives the whole run and is written into the
-bundle. ``run_training`` writes into ``training.output_dir``:
+bundle. The model starts from the seeded weights of :func:`build_training_model`; validation
+split and batch order come from :mod:`ptycho.sampling` (the same as the PyTorch backend's for
+the same seed). ``run_training`` writes into ``training.output_dir``:
 
 * ``model/`` -- the model bundle (``ptycho.bundle.write_bundle``: manifest, ``model.weights.h5``,
   ``probe.npy``) with the weights of the best epoch and the *trained* intensity scale;
@@ -36,8 +38,9 @@ from ptycho.config_bridge import Override, resolve_config
 from ptycho.inference_core import InferenceResult, prepare_scan, stream_and_write
 
 __all__ = ["BUNDLE_DIRNAME", "WEIGHTS_FILENAME", "BACKEND", "TrainingResult", "InferenceResult",
-           "build_training_payload", "configure_execution", "run_training",
-           "resolve_bundle_dir", "resolve_inference_payload", "load_model", "run_inference"]
+           "build_training_payload", "build_training_model", "configure_execution",
+           "run_training", "resolve_bundle_dir", "resolve_inference_payload", "load_model",
+           "run_inference"]
 
 BUNDLE_DIRNAME = "model"
 WEIGHTS_FILENAME = "model.weights.h5"
@@ -125,12 +128,20 @@ class TrainingResult:
     output_files: dict = field(default_factory=dict)
 
 
-def _split_groups(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random ``(train_idx, val_idx)``; at least one training group is kept."""
-    n_val = int(math.floor(n * fraction))
-    n_val = min(n_val, n - 1)
-    order = np.random.default_rng(seed).permutation(n)
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
+def build_training_model(payload):
+    """The Keras model of a training run, built from ``payload`` and started from the seeded
+    initial weights of :mod:`ptycho.initial_weights` (``execution.seed``), the same numbers the
+    PyTorch backend starts from."""
+    from ptycho import tf_weights
+    from ptycho.initial_weights import initial_weights
+    from ptycho.model import build_model
+
+    cfg = payload.config
+    model = build_model(cfg.model, payload.probe, payload.stats.intensity_scale,
+                        payload.stats.normalization_factor, precision=cfg.execution.precision)
+    tf_weights.import_weights(model, initial_weights(cfg.model, cfg.execution.seed,
+                                                     tf_weights.export_weights(model)))
+    return model
 
 
 def run_training(payload, train_data, test_data=None, *,
@@ -144,8 +155,8 @@ def run_training(payload, train_data, test_data=None, *,
     from ptycho.bundle import write_bundle
     from ptycho.config_bridge import to_keras_callback_kwargs, to_keras_fit_kwargs
     from ptycho.data.prepare import prepare_grouped_arrays
-    from ptycho.model import build_model
     from ptycho.physics import normalization_factor
+    from ptycho.sampling import split_groups
 
     cfg = payload.config
     m, d, t, ex = cfg.model, cfg.data, cfg.training, cfg.execution
@@ -165,7 +176,7 @@ def run_training(payload, train_data, test_data=None, *,
         train_split = tf_training.split_from_grouped(grouped)
         val_split = tf_training.split_from_grouped(vgrouped)
     else:
-        tr_idx, va_idx = _split_groups(len(grouped), t.validation_fraction, d.seed)
+        tr_idx, va_idx = split_groups(len(grouped), t.validation_fraction, d.seed)
         train_split = tf_training.split_from_grouped(grouped, tr_idx)
         val_split = tf_training.split_from_grouped(grouped, va_idx) if len(va_idx) else None
     log(f"ptycho.train: {len(train_split)} training groups, "
@@ -173,8 +184,7 @@ def run_training(payload, train_data, test_data=None, *,
         f"{m.gridsize ** 2} patterns ({m.N}x{m.N}); device {device}; precision {ex.precision}; "
         f"XLA {'on' if ex.jit_compile else 'off'}")
 
-    model = build_model(m, payload.probe, payload.stats.intensity_scale,
-                        payload.stats.normalization_factor, precision=ex.precision)
+    model = build_training_model(payload)
     patch_logger = None
     if t.log_patch_stats:
         from ptycho.patch_stats import PatchStatsLogger

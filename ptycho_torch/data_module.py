@@ -6,28 +6,31 @@ count are exactly the payload's. Amplitudes are divided by the payload's normali
 (the training data's), so training and validation inputs share one scale.
 
 Splits: with a test file, every training group trains and the test file's groups validate;
-without one, a seeded ``validation_fraction`` of the training groups is held out (at least one
-group, when there are at least two). Each batch is a tuple ``(X, offsets)`` or, in supervised
-mode, ``(X, offsets, gt)``: X (B, C, N, N) float32, offsets (B, C, 2) float32 (dy, dx),
-gt (B, C, N, N) complex64 ground-truth object patches.
+without one, ``ptycho.sampling.split_groups`` holds out a seeded ``validation_fraction`` of the
+training groups (at least one group, when there are at least two). Training batches follow
+``ptycho.sampling.epoch_order`` (:class:`EpochOrderSampler`), the TensorFlow backend's order.
+Each batch is a tuple ``(X, offsets)`` or, in supervised mode, ``(X, offsets, gt)``:
+X (B, C, N, N) float32, offsets (B, C, 2) float32 (dy, dx), gt (B, C, N, N) complex64
+ground-truth object patches.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
 from lightning import pytorch as pl
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from ptycho.config_bridge import to_dataloader_kwargs
 from ptycho.data.contract import PtychoData, load_npz
 from ptycho.data.prepare import GroupedArrays, prepare_grouped_arrays
 from ptycho.payload import TrainingPayload
+from ptycho.sampling import epoch_order, split_groups
 
-__all__ = ["PtychoDataModule", "grouped_dataset", "split_indices"]
+__all__ = ["PtychoDataModule", "EpochOrderSampler", "grouped_dataset"]
 
 
 def grouped_dataset(grouped: GroupedArrays, with_ground_truth: bool = False) -> TensorDataset:
@@ -42,17 +45,25 @@ def grouped_dataset(grouped: GroupedArrays, with_ground_truth: bool = False) -> 
     return TensorDataset(*tensors)
 
 
-def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of ``n`` groups into (train, val) index arrays, each sorted.
+class EpochOrderSampler(Sampler[int]):
+    """Visits ``range(n)`` in ``ptycho.sampling.epoch_order(n, seed, epoch)``, the order the
+    TensorFlow loop uses; Lightning sets ``epoch`` through :meth:`set_epoch` before each epoch
+    (also through its ``DistributedSamplerWrapper``, which then gives each of R processes every
+    R-th element of this order)."""
 
-    ``round(fraction * n)`` groups (at least 1, at most n - 1) go to validation; with n < 2
-    there is no validation set.
-    """
-    if n < 2:
-        return np.arange(n), np.arange(0)
-    n_val = min(n - 1, max(1, int(round(fraction * n))))
-    perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    def __init__(self, n: int, seed: int, epoch: int = 0) -> None:
+        self.n, self.seed = int(n), int(seed)
+        self.epoch = int(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the order of epoch ``epoch`` (0-based) for the next iteration."""
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(epoch_order(self.n, self.seed, self.epoch).tolist())
+
+    def __len__(self) -> int:
+        return self.n
 
 
 def _subset(g: GroupedArrays, idx: np.ndarray) -> GroupedArrays:
@@ -127,7 +138,7 @@ class PtychoDataModule(pl.LightningDataModule):
             self.train_arrays = grouped
             self.val_arrays = self._group(test, None)
         else:
-            tr, va = split_indices(len(grouped), cfg.training.validation_fraction, cfg.data.seed)
+            tr, va = split_groups(len(grouped), cfg.training.validation_fraction, cfg.data.seed)
             self.train_arrays = _subset(grouped, tr)
             self.val_arrays = _subset(grouped, va) if len(va) else None
 
@@ -137,23 +148,33 @@ class PtychoDataModule(pl.LightningDataModule):
         return self.val_arrays is not None and len(self.val_arrays) > 0
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, grouped: GroupedArrays, shuffle: bool) -> DataLoader:
+    def _loader(self, grouped: GroupedArrays, sampler: Optional[Sampler] = None) -> DataLoader:
         kwargs: dict[str, Any] = dict(self.loader_kwargs)
         workers = kwargs["num_workers"]
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(grouped_dataset(grouped, self.supervised), shuffle=shuffle,
-                          generator=generator, persistent_workers=workers > 0,
+        return DataLoader(grouped_dataset(grouped, self.supervised), sampler=sampler,
+                          shuffle=False, persistent_workers=workers > 0,
                           pin_memory=torch.cuda.is_available(), drop_last=False, **kwargs)
 
+    def _current_epoch(self) -> int:
+        # A resumed fit starts its first iterator (and worker processes draw indices at once)
+        # before Lightning calls set_epoch, so the sampler starts at the restored epoch.
+        trainer = getattr(self, "trainer", None)
+        try:
+            return int(trainer.fit_loop.epoch_progress.current.processed)
+        except AttributeError:
+            return 0
+
     def train_dataloader(self) -> DataLoader:
+        """Training batches in the order of :class:`EpochOrderSampler` (``execution.seed``)."""
         self.setup()
-        return self._loader(self.train_arrays, shuffle=True)
+        sampler = EpochOrderSampler(len(self.train_arrays), self.seed, self._current_epoch())
+        return self._loader(self.train_arrays, sampler)
 
     def val_dataloader(self) -> Any:
         self.setup()
         if not self.has_validation:
             return []
-        return self._loader(self.val_arrays, shuffle=False)
+        return self._loader(self.val_arrays)
 
     def steps_per_epoch(self) -> int:
         """Optimiser steps per epoch (the last partial batch included)."""

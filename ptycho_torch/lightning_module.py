@@ -1,9 +1,11 @@
 """Lightning module: the PtychoPINN model, its loss, optimiser and per-epoch history.
 
 Built from the run's :class:`~ptycho.payload.TrainingPayload` (held, not copied or rebuilt):
-the model from ``config.model``, the probe and the two scales from the payload; Adam and
-ReduceLROnPlateau from ``config.training``; patch statistics from ``training.log_patch_stats``
-and ``training.patch_stats_limit``.
+the model from ``config.model``, the probe and the two scales from the payload, its
+convolutions set to the seeded weights of :mod:`ptycho.initial_weights` (``execution.seed``;
+the TensorFlow backend starts from the same numbers; a checkpoint loaded later replaces them);
+Adam and ReduceLROnPlateau from ``config.training``; patch statistics from
+``training.log_patch_stats`` and ``training.patch_stats_limit``.
 
 Loss:
 * unsupervised (PINN): mean over pixels of the Poisson NLL ``λ - K log λ`` with predicted counts
@@ -23,8 +25,10 @@ import torch
 from lightning import pytorch as pl
 
 from ptycho.config_bridge import to_torch_optimizer_kwargs, to_torch_scheduler_kwargs
+from ptycho.initial_weights import initial_weights
 from ptycho.payload import TrainingPayload
 from ptycho_torch import helper
+from ptycho_torch import weights as torch_weights
 from ptycho_torch.model import ModelOutput, PtychoPINN
 
 __all__ = ["PtychoLightningModule", "payload_hparams"]
@@ -60,6 +64,8 @@ class PtychoLightningModule(pl.LightningModule):
         self.model = PtychoPINN(cfg.model, payload.probe,
                                 intensity_scale=payload.stats.intensity_scale,
                                 normalization_factor=payload.stats.normalization_factor)
+        torch_weights.import_weights(self.model, initial_weights(
+            cfg.model, cfg.execution.seed, torch_weights.export_weights(self.model)))
         self.supervised = cfg.model.mode == "supervised"
         self.patch_logger = None
         if cfg.training.log_patch_stats:

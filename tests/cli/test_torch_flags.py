@@ -131,7 +131,9 @@ def test_optimizer_and_scheduler_receive_training_flags(trained):
     ids = {id(p) for g in opt.param_groups for p in g["params"]}
     assert id(module.model.log_intensity_scale) in ids and id(module.model.probe) in ids
     sched = trainer.lr_scheduler_configs[0].scheduler
-    assert sched.factor == 0.3 and sched.patience == 2 and sched.min_lrs == [1e-6]
+    # --lr_reduce_patience 2 (Keras meaning); torch reduces after more than `patience` epochs
+    assert sched.factor == 0.3 and sched.patience == 1 and sched.min_lrs == [1e-6]
+    assert opt.param_groups[0]["eps"] == 1e-7
 
 
 def test_model_receives_model_flags(trained):

@@ -170,15 +170,16 @@ def test_backend_kwargs():
     assert to_keras_compile_kwargs(config) == {"jit_compile": True}
     assert to_keras_optimizer_kwargs(config) == {"learning_rate": 5e-4}
     assert to_keras_callback_kwargs(config) == {
-        "reduce_lr": {"factor": 0.2, "patience": 3, "min_lr": 1e-6},
+        "reduce_lr": {"factor": 0.2, "patience": 3, "min_lr": 1e-6, "min_delta": 1e-4},
         "early_stopping": {"patience": 4, "restore_best_weights": True}}
     assert to_keras_precision_policy(config) == "mixed_bfloat16"
     assert to_lightning_trainer_kwargs(config) == {
         "max_epochs": 7, "accelerator": "gpu", "devices": 2, "strategy": "auto",
         "precision": "bf16-mixed", "deterministic": True, "default_root_dir": "runs/a"}
-    assert to_torch_optimizer_kwargs(config) == {"lr": 5e-4}
-    assert to_torch_scheduler_kwargs(config) == {"mode": "min", "factor": 0.2, "patience": 3,
-                                                 "min_lr": 1e-6}
+    assert to_torch_optimizer_kwargs(config) == {"lr": 5e-4, "eps": 1e-7}
+    assert to_torch_scheduler_kwargs(config) == {"mode": "min", "factor": 0.2, "patience": 2,
+                                                 "min_lr": 1e-6, "threshold": 1e-4,
+                                                 "threshold_mode": "abs"}
     assert to_dataloader_kwargs(config) == {"batch_size": 3, "num_workers": 2}
     assert to_dataloader_kwargs(config, "inference") == {"batch_size": 64, "num_workers": 2}
     default = PtychoConfig()

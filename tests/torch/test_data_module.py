@@ -6,18 +6,42 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("lightning")
 
 from tests.torch.torch_testdata import make_payload, make_scan  # noqa: E402
-from ptycho_torch.data_module import PtychoDataModule, split_indices  # noqa: E402
+from ptycho.sampling import epoch_order, split_groups  # noqa: E402
+from ptycho_torch.data_module import EpochOrderSampler, PtychoDataModule  # noqa: E402
 
 
-def test_split_indices_is_seeded_disjoint_and_complete():
-    tr, va = split_indices(20, 0.25, seed=3)
-    assert len(va) == 5 and len(tr) == 15
-    assert sorted(np.concatenate([tr, va]).tolist()) == list(range(20))
-    tr2, va2 = split_indices(20, 0.25, seed=3)
-    assert np.array_equal(va, va2)
-    assert not np.array_equal(va, split_indices(20, 0.25, seed=4)[1])
-    assert len(split_indices(2, 0.01, 0)[1]) == 1
-    assert len(split_indices(1, 0.5, 0)[1]) == 0
+def test_holdout_split_is_the_core_split(tiny_scan, tmp_path):
+    payload = make_payload(tiny_scan, output_dir=tmp_path, data={"seed": 4},
+                           training={"validation_fraction": 0.2})
+    dm = PtychoDataModule(payload, tiny_scan)
+    dm.setup()
+    full = PtychoDataModule(make_payload(tiny_scan, output_dir=tmp_path, data={"seed": 4}),
+                            tiny_scan, tiny_scan)
+    full.setup()
+    tr, va = split_groups(len(full.train_arrays), 0.2, seed=4)
+    assert np.array_equal(dm.train_arrays.nn_indices, full.train_arrays.nn_indices[tr])
+    assert np.array_equal(dm.val_arrays.nn_indices, full.train_arrays.nn_indices[va])
+
+
+def _row_index(arrays):
+    return {arrays.X[i].tobytes(): i for i in range(len(arrays))}
+
+
+def test_training_batches_follow_the_core_epoch_order(tiny_scan, tmp_path):
+    payload = make_payload(tiny_scan, output_dir=tmp_path, execution={"seed": 11},
+                           training={"batch_size": 8})
+    dm = PtychoDataModule(payload, tiny_scan)
+    dm.setup()
+    loader = dm.train_dataloader()
+    assert isinstance(loader.sampler, EpochOrderSampler)
+    rows = _row_index(dm.train_arrays)
+    n = len(dm.train_arrays)
+    for epoch in (0, 1, 0):
+        loader.sampler.set_epoch(epoch)
+        seen = [rows[x.numpy().tobytes()] for b in loader for x in b[0]]
+        assert seen == epoch_order(n, 11, epoch).tolist()
+    assert list(EpochOrderSampler(n, 11, epoch=1)) == epoch_order(n, 11, 1).tolist()
+    assert len(EpochOrderSampler(n, 11)) == n
 
 
 def test_holdout_split_batches_and_normalisation(tiny_scan, tmp_path):
@@ -60,3 +84,34 @@ def test_wrong_pattern_size_is_refused(tiny_scan, tmp_path):
     other = make_scan(N=64, n_side=3, seed=2)
     with pytest.raises(ValueError, match="model.N"):
         PtychoDataModule(payload, tiny_scan, other).setup()
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_lightning_fit_and_resume_visit_the_core_order(tiny_scan, tmp_path, workers):
+    from lightning.pytorch.callbacks import Callback
+
+    from ptycho_torch.workflows.components import run_training
+
+    class Record(Callback):
+        def __init__(self):
+            self.seen = {}
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.seen.setdefault(trainer.current_epoch, []).extend(
+                x.numpy().tobytes() for x in batch[0])
+
+    def payload(epochs, resume):
+        return make_payload(tiny_scan, output_dir=tmp_path / "run", model={"filter_scale": 0.125},
+                            training={"max_epochs": epochs, "batch_size": 8, "resume": resume},
+                            execution={"seed": 3, "num_workers": workers})
+
+    dm = PtychoDataModule(payload(1, False), tiny_scan)
+    dm.setup()
+    rows, n = _row_index(dm.train_arrays), len(dm.train_arrays)
+    first, resumed = Record(), Record()
+    run_training(payload(1, False), tiny_scan, extra_callbacks=[first])
+    run_training(payload(2, True), tiny_scan, extra_callbacks=[resumed])
+    assert set(first.seen) == {0} and set(resumed.seen) == {1}
+    for rec in (first, resumed):
+        for epoch, seen in rec.seen.items():
+            assert [rows[x] for x in seen] == epoch_order(n, 3, epoch).tolist(), epoch
