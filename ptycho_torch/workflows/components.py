@@ -221,6 +221,12 @@ def run_training(payload: TrainingPayload, train_data: Optional[PtychoData] = No
     ckpt_cb = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))
     best_epoch = _restore_best(module, ckpt_cb)
     scale = module.trained_intensity_scale()
+    bundle_dir = out / BUNDLE_DIRNAME
+    if not trainer.is_global_zero:
+        # Every process of a distributed run gets here with the same weights; one writes.
+        return TrainingResult(bundle_dir=bundle_dir, history=history, intensity_scale=scale,
+                              best_epoch=best_epoch, epochs_run=len(history["epoch"]),
+                              module=module, trainer=trainer)
     files = write_history(history, out)
     stats_files = module.patch_stats_written()
     if stats_files:
@@ -239,7 +245,7 @@ def run_training(payload: TrainingPayload, train_data: Optional[PtychoData] = No
                "trained_intensity_scale": scale,
                "initial_intensity_scale": payload.stats.intensity_scale}
     bundle_dir = write_bundle(
-        out / BUNDLE_DIRNAME, backend="torch", payload=payload,
+        bundle_dir, backend="torch", payload=payload,
         write_weights=lambda p: save_state_dict(module.model, p),
         weights_filename=WEIGHTS_FILENAME, intensity_scale=scale, history_summary=summary)
     files["bundle"] = bundle_dir

@@ -49,3 +49,8 @@ def test_two_gloo_processes_train(tmp_path):
     history = json.loads((out / "history.json").read_text())
     assert history["epoch"] == [0, 1] and all(v is not None for v in history["train_loss"])
     assert (out / "model" / "model.pt").is_file()
+    leftovers = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+    assert leftovers == [], f"temporary bundle directories left behind: {leftovers}"
+    from ptycho.bundle import load_bundle
+
+    assert load_bundle(out / "model").intensity_scale > 0      # checksums verified on load
