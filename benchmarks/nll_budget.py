@@ -45,8 +45,8 @@ def candidate_objects(patches: np.ndarray, blur_sigma: float = 2.0) -> dict[str,
 def nll_per_pattern(patches: np.ndarray, probe: np.ndarray, counts: np.ndarray,
                     intensity_scale: float) -> tuple[float, float]:
     """(mean per-pattern Poisson NLL, global count factor c) of object ``patches``."""
-    intensity = np.abs(physics.far_field(physics.illuminate(patches, probe))) ** 2
-    lam = intensity_scale ** 2 * intensity.astype(np.float64)
+    amplitude = physics.diffraction_amplitude(patches, probe).astype(np.float64)
+    lam = intensity_scale ** 2 * amplitude ** 2
     c = float(counts.sum() / lam.sum())
     nll = physics.poisson_nll(c * lam, counts).sum(axis=(-2, -1))
     return float(nll.mean()), c

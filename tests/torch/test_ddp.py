@@ -8,8 +8,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("lightning")
-if not torch.distributed.is_available():
-    pytest.skip("torch.distributed is not available", allow_module_level=True)
 
 from ptycho import simulate  # noqa: E402
 from ptycho.sampling import epoch_order  # noqa: E402
