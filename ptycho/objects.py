@@ -38,6 +38,7 @@ from scipy import ndimage
 
 __all__ = [
     "OBJECT_KINDS",
+    "DEFAULT_FEATURE_DENSITY",
     "DEFAULT_AMPLITUDE_RANGE",
     "DEFAULT_PHASE_RANGE",
     "lines_pattern",
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 OBJECT_KINDS = ("lines", "grf", "points", "image:PATH")
+# Features per pixel of object area for the generators that draw discrete features.
+DEFAULT_FEATURE_DENSITY = {"lines": 1.0 / 150.0, "points": 1.0 / 80.0}
 DEFAULT_AMPLITUDE_RANGE = (0.5, 1.0)
 DEFAULT_PHASE_RANGE = (-math.pi / 2, math.pi / 2)
 
@@ -86,7 +89,8 @@ def band_limit(pattern: np.ndarray, smoothing: float) -> np.ndarray:
     return _rescale01(p)
 
 
-def lines_pattern(shape, rng: np.random.Generator, *, density: float = 1.0 / 150.0,
+def lines_pattern(shape, rng: np.random.Generator, *,
+                  density: float = DEFAULT_FEATURE_DENSITY["lines"],
                   length_range: tuple[float, float] = (0.05, 0.4)) -> np.ndarray:
     """Random anti-aliased line segments in [0, 1], float64 (H, W), not yet smoothed.
 
@@ -137,7 +141,8 @@ def grf_pattern(shape, rng: np.random.Generator, *, correlation_length: float = 
     return (field - field.mean()) / (std if std > 0 else 1.0)
 
 
-def points_pattern(shape, rng: np.random.Generator, *, density: float = 1.0 / 80.0) -> np.ndarray:
+def points_pattern(shape, rng: np.random.Generator, *,
+                   density: float = DEFAULT_FEATURE_DENSITY["points"]) -> np.ndarray:
     """Random point scatterers: float64 (H, W), zero except ``density * H * W`` pixels with
     weights in [0.3, 1] (the smoothing step turns them into blobs)."""
     h, w = _check_shape(shape)
@@ -213,6 +218,7 @@ def to_complex_object(amp01: np.ndarray, phase01: np.ndarray, *,
 
 def make_object(spec: str, shape, rng: np.random.Generator, *, phase_image: str | None = None,
                 smoothing: float = 1.0, correlation_length: float = 4.0,
+                feature_density: float | None = None,
                 amplitude_range=DEFAULT_AMPLITUDE_RANGE,
                 phase_range=DEFAULT_PHASE_RANGE) -> np.ndarray:
     """Build a band-limited complex64 object of ``shape`` (H, W) from a spec string.
@@ -220,8 +226,10 @@ def make_object(spec: str, shape, rng: np.random.Generator, *, phase_image: str 
     ``spec``: ``"lines"``, ``"grf"``, ``"points"`` or ``"image:PATH"``. ``phase_image`` (only with
     ``image:``) gives the phase from a second image; otherwise the phase follows the same
     picture. ``smoothing`` is the Gaussian band-limit sigma in pixels, ``correlation_length``
-    the GRF filter sigma in pixels. The random generators draw the amplitude pattern first and
-    then the phase pattern from ``rng``.
+    the GRF filter sigma in pixels. ``feature_density`` (``lines`` and ``points`` only) is the
+    number of segments / scatterers per pixel of object area, ``None`` for
+    ``DEFAULT_FEATURE_DENSITY``; sparser objects leave more flat background. The random
+    generators draw the amplitude pattern first and then the phase pattern from ``rng``.
     """
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"object spec must be one of {OBJECT_KINDS}, got {spec!r}")
@@ -236,12 +244,16 @@ def make_object(spec: str, shape, rng: np.random.Generator, *, phase_image: str 
     else:
         if phase_image is not None:
             raise ValueError(f"phase_image is only used with an 'image:PATH' object, not {spec!r}")
+        if feature_density is not None and spec not in DEFAULT_FEATURE_DENSITY:
+            raise ValueError(f"feature_density applies to the {sorted(DEFAULT_FEATURE_DENSITY)} "
+                             f"objects, not {spec!r}")
+        density = DEFAULT_FEATURE_DENSITY.get(spec) if feature_density is None else feature_density
         if spec == "lines":
-            draw = lambda: lines_pattern(shape, rng)  # noqa: E731
+            draw = lambda: lines_pattern(shape, rng, density=density)  # noqa: E731
         elif spec == "grf":
             draw = lambda: grf_pattern(shape, rng, correlation_length=correlation_length)  # noqa: E731
         elif spec == "points":
-            draw = lambda: points_pattern(shape, rng)  # noqa: E731
+            draw = lambda: points_pattern(shape, rng, density=density)  # noqa: E731
         else:
             raise ValueError(f"unknown object spec {spec!r}; expected one of {OBJECT_KINDS}")
         # Features absorb: empty background keeps the top of the amplitude range.

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ptycho.objects import (DEFAULT_AMPLITUDE_RANGE, DEFAULT_PHASE_RANGE, OBJECT_KINDS,
-                            make_object)
+from ptycho.objects import (DEFAULT_AMPLITUDE_RANGE, DEFAULT_FEATURE_DENSITY, DEFAULT_PHASE_RANGE,
+                            OBJECT_KINDS, make_object)
 from ptycho.scan import (SCAN_KINDS, make_scan, place_scan, probe_diameter, required_size,
                          scan_extent, step_from_overlap)
 
@@ -226,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
          help="Gaussian band-limit sigma of the object patterns in pixels (0 = off)")
     _add(p, "correlation-length", type=float, default=4.0,
          help="grf object: correlation length (filter sigma) in pixels")
+    _add(p, "feature-density", type=float, default=None,
+         help="lines / points objects: segments / scatterers per pixel of object area; default "
+              + ", ".join(f"{k} 1/{1 / v:g}" for k, v in DEFAULT_FEATURE_DENSITY.items()))
     _add(p, "amplitude-range", type=float, nargs=2, metavar=("LO", "HI"),
          default=list(DEFAULT_AMPLITUDE_RANGE), help="object amplitude range")
     _add(p, "phase-range", type=float, nargs=2, metavar=("LO", "HI"),
@@ -259,6 +262,13 @@ def _validate_args(a: argparse.Namespace) -> None:
         raise ValueError(f"--seed must be >= 0, got {a.seed}")
     if a.phase_image is not None and not a.object.startswith("image:"):
         raise ValueError("--phase-image needs --object image:PATH")
+    if a.feature_density is not None:
+        if not (a.feature_density > 0 and math.isfinite(a.feature_density)):
+            raise ValueError(f"--feature-density must be a finite number > 0 features per pixel, "
+                             f"got {a.feature_density}")
+        if a.object not in DEFAULT_FEATURE_DENSITY:
+            raise ValueError(f"--feature-density applies to --object "
+                             f"{' or '.join(DEFAULT_FEATURE_DENSITY)}, not {a.object!r}")
     lo, hi = a.amplitude_range
     if not (0 <= lo <= hi):
         raise ValueError(f"--amplitude-range needs 0 <= LO <= HI, got {lo} {hi}")
@@ -286,7 +296,7 @@ def _write(data, path: Path, args, step: float, diameter: float, preview: bool,
         "nphotons": args.nphotons, "mean_photons_per_pattern": mean_photons(data.diffraction),
         "noise": args.noise, "seed": args.seed, "split": args.split,
         "interpolation": args.interpolation, "smoothing": args.smoothing,
-        "correlation_length": args.correlation_length,
+        "correlation_length": args.correlation_length, "feature_density": args.feature_density,
         "amplitude_range": list(args.amplitude_range), "phase_range": list(args.phase_range),
         "probe": args.probe or "default_probe",
     }
@@ -339,6 +349,7 @@ def _run(a: argparse.Namespace) -> None:
     def obj_for(i: int) -> np.ndarray:
         return make_object(a.object, shape, obj_rngs[i], phase_image=a.phase_image,
                            smoothing=a.smoothing, correlation_length=a.correlation_length,
+                           feature_density=a.feature_density,
                            amplitude_range=tuple(a.amplitude_range),
                            phase_range=tuple(a.phase_range))
 

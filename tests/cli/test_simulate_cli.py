@@ -143,6 +143,19 @@ def test_image_object_through_cli(tmp_path):
     assert np.angle(obj)[-5:].mean() > np.angle(obj)[:5].mean() + 2.0
 
 
+def test_feature_density_reaches_the_object_and_summary(tmp_path):
+    def run(name, *extra):
+        out = tmp_path / name
+        assert main(["--output", str(out), *SMALL, "--no-preview", *extra]) == 0
+        summary = json.loads((tmp_path / (out.stem + "_simulation.json")).read_text())
+        return load_npz(out).object, summary
+
+    default, s_default = run("d.npz")
+    sparse, s_sparse = run("s.npz", "--feature_density", "0.0005")
+    assert s_default["feature_density"] is None and s_sparse["feature_density"] == 0.0005
+    assert np.mean(np.abs(sparse) < 0.95) < 0.5 * np.mean(np.abs(default) < 0.95)
+
+
 def test_progress_bar(tmp_path, capsys):
     assert main(["--output", str(tmp_path / "x.npz"), *SMALL, "--progress", "--no-preview"]) == 0
     assert "simulating" in capsys.readouterr().err
@@ -158,6 +171,8 @@ def test_progress_bar(tmp_path, capsys):
     (["--phase-image", "x.png"], "--phase-image needs --object image:PATH"),
     (["--probe", "missing.npz"], "does not exist"),
     (["--jitter", "-1"], "--jitter must be"),
+    (["--feature-density", "0"], "--feature-density must be a finite number > 0"),
+    (["--object", "grf", "--feature-density", "0.01"], "--feature-density applies to --object"),
 ])
 def test_bad_values_give_clear_errors(tmp_path, capsys, argv, message):
     rc = main(["--output", str(tmp_path / "bad.npz"), *SMALL, "--no-preview", *argv])

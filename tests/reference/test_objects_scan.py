@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from ptycho.objects import band_limit, grf_pattern, load_image_pattern, make_object
+from ptycho.objects import (DEFAULT_FEATURE_DENSITY, band_limit, grf_pattern, load_image_pattern,
+                            make_object)
 from ptycho.probe import default_probe
 from ptycho.scan import (fermat_scan, make_scan, place_scan, probe_diameter, random_scan,
                          raster_scan, required_size, step_from_overlap)
@@ -64,6 +65,20 @@ def test_grf_correlation_length_controls_smoothness():
     assert lag_corr(short, 4) < 0.2
 
 
+@pytest.mark.parametrize("kind", ["lines", "points"])
+def test_feature_density_sets_the_covered_fraction(kind):
+    def covered(density):
+        obj = make_object(kind, (128, 128), np.random.default_rng(5), feature_density=density)
+        return np.mean(np.abs(obj) < 0.95)          # absorbing features; background is 1.0
+
+    sparse, default, dense = covered(1 / 2000), covered(None), covered(1 / 40)
+    assert sparse < default < dense
+    assert sparse < 0.5 * default
+    same = make_object(kind, (32, 32), np.random.default_rng(1),
+                       feature_density=DEFAULT_FEATURE_DENSITY[kind])
+    np.testing.assert_array_equal(same, make_object(kind, (32, 32), np.random.default_rng(1)))
+
+
 def test_custom_ranges_and_band_limit_constant():
     obj = make_object("grf", (32, 32), np.random.default_rng(0), amplitude_range=(0.2, 0.4),
                       phase_range=(0.0, 1.0))
@@ -110,6 +125,10 @@ def test_object_errors(tmp_path):
         make_object("grf", (8, 8), np.random.default_rng(0), amplitude_range=(1.0, 0.5))
     with pytest.raises(ValueError, match="smoothing"):
         make_object("grf", (8, 8), np.random.default_rng(0), smoothing=-1)
+    with pytest.raises(ValueError, match="feature_density applies to"):
+        make_object("grf", (8, 8), np.random.default_rng(0), feature_density=0.01)
+    with pytest.raises(ValueError, match="density must be > 0"):
+        make_object("lines", (8, 8), np.random.default_rng(0), feature_density=0.0)
 
 
 # ----------------------------------------------------------------------------------- scans
