@@ -28,6 +28,7 @@ from ptycho.config import (
     PtychoConfig,
 )
 from ptycho.config_bridge import FLAT_KEYS, Override, resolve_config
+from ptycho.lr_schedule import LR_SCHEDULES
 
 __all__ = [
     "add_training_arguments",
@@ -150,6 +151,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
          kind=int)
     _add(g, ["learning_rate"], "learning_rate", "training",
          "Adam learning rate (per step, dimensionless).", kind=float)
+    _add(g, ["lr_schedule"], "lr_schedule", "training",
+         "Learning-rate schedule (name): plateau reduces it when the monitored loss stalls; "
+         "cosine warms up, then decays it every step to --min_learning_rate.", kind=_lower,
+         choices=LR_SCHEDULES)
+    _add(g, ["lr_warmup_fraction"], "lr_warmup_fraction", "training",
+         "Cosine schedule: fraction of all steps spent warming up (0 <= value < 1).", kind=float)
     _add(g, ["lr_reduce_factor"], "lr_reduce_factor", "training",
          "Factor the learning rate is multiplied by on a plateau (0 < value < 1).", kind=float)
     _add(g, ["lr_reduce_patience"], "lr_reduce_patience", "training",

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from ptycho.architecture import FILTER_SCALE_RANGE, check_filter_scale
+from ptycho.lr_schedule import LR_SCHEDULES
 from ptycho.atomic import atomic_write_text
 
 __all__ = [
@@ -248,12 +249,18 @@ class TrainingConfig:
     """Optimisation settings.
 
     Learning rates are per optimiser step; patiences are in epochs. ``validation_fraction`` of the
-    training groups is held out only when no test file is given.
+    training groups is held out only when no test file is given. ``lr_schedule``: ``"plateau"``
+    multiplies the rate by ``lr_reduce_factor`` after ``lr_reduce_patience`` epochs without
+    improvement (down to ``min_learning_rate``); ``"cosine"`` warms up linearly over
+    ``lr_warmup_fraction`` of all steps, then decays per step from ``learning_rate`` to
+    ``min_learning_rate`` at the last step (``ptycho.lr_schedule``).
     """
 
     max_epochs: int = 50
     batch_size: int = 16
     learning_rate: float = 1e-3
+    lr_schedule: str = "plateau"
+    lr_warmup_fraction: float = 0.05
     lr_reduce_factor: float = 0.5
     lr_reduce_patience: int = 3
     min_learning_rate: float = 1e-5
@@ -270,11 +277,18 @@ class TrainingConfig:
         _check_min(s, "max_epochs", self.max_epochs, 1)
         _check_min(s, "batch_size", self.batch_size, 1)
         _check_positive(s, "learning_rate", self.learning_rate)
+        _check_choice(s, "lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if not 0.0 <= self.lr_warmup_fraction < 1.0:
+            raise _fail(s, "lr_warmup_fraction", self.lr_warmup_fraction,
+                        "a number with 0 <= value < 1")
         if not 0.0 < self.lr_reduce_factor < 1.0:
             raise _fail(s, "lr_reduce_factor", self.lr_reduce_factor, "a number with 0 < value < 1")
         _check_min(s, "lr_reduce_patience", self.lr_reduce_patience, 0)
         if self.min_learning_rate < 0:
             raise _fail(s, "min_learning_rate", self.min_learning_rate, "a number >= 0")
+        if self.lr_schedule == "cosine" and self.min_learning_rate > self.learning_rate:
+            raise _fail(s, "min_learning_rate", self.min_learning_rate,
+                        f"at most learning_rate ({self.learning_rate}) with lr_schedule 'cosine'")
         _check_min(s, "early_stopping_patience", self.early_stopping_patience, 0)
         if not 0.0 < self.validation_fraction < 1.0:
             raise _fail(s, "validation_fraction", self.validation_fraction,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from ptycho.config import (
     SECTIONS,
@@ -33,6 +33,7 @@ from ptycho.config import (
     to_dict,
     valid_keys,
 )
+from ptycho.lr_schedule import cosine_schedule
 
 __all__ = [
     "ADAM_EPSILON",
@@ -51,6 +52,7 @@ __all__ = [
     "to_lightning_trainer_kwargs",
     "to_torch_optimizer_kwargs",
     "to_torch_scheduler_kwargs",
+    "to_step_learning_rate",
     "to_dataloader_kwargs",
 ]
 
@@ -319,14 +321,28 @@ def to_keras_callback_kwargs(config: PtychoConfig) -> dict[str, dict[str, Any]]:
     """Arguments for Keras ``ReduceLROnPlateau`` and ``EarlyStopping`` (patiences in epochs).
 
     The plateau rule is :data:`PLATEAU_MIN_DELTA` absolute; the learning rate drops after
-    ``lr_reduce_patience`` epochs without improvement (at least one).
+    ``lr_reduce_patience`` epochs without improvement (at least one). With
+    ``lr_schedule="cosine"`` there is no ``"reduce_lr"`` entry (see :func:`to_step_learning_rate`).
     """
     t = config.training
-    return {
-        "reduce_lr": {"factor": t.lr_reduce_factor, "patience": t.lr_reduce_patience,
-                      "min_lr": t.min_learning_rate, "min_delta": PLATEAU_MIN_DELTA},
-        "early_stopping": {"patience": t.early_stopping_patience, "restore_best_weights": True},
-    }
+    kwargs = {"early_stopping": {"patience": t.early_stopping_patience,
+                                 "restore_best_weights": True}}
+    if t.lr_schedule == "plateau":
+        kwargs["reduce_lr"] = {"factor": t.lr_reduce_factor, "patience": t.lr_reduce_patience,
+                               "min_lr": t.min_learning_rate, "min_delta": PLATEAU_MIN_DELTA}
+    return kwargs
+
+
+def to_step_learning_rate(config: PtychoConfig,
+                          total_steps: int) -> Optional[Callable[[int], float]]:
+    """``step -> learning rate`` for a per-step schedule over ``total_steps`` optimiser steps
+    (``max_epochs`` times the batches per epoch), the same function on both backends; ``None``
+    for the epoch-wise ``"plateau"`` schedule."""
+    t = config.training
+    if t.lr_schedule == "plateau":
+        return None
+    return cosine_schedule(total_steps, t.learning_rate, t.min_learning_rate,
+                           t.lr_warmup_fraction)
 
 
 _KERAS_POLICY = {"32": "float32", "64": "float64", "16-mixed": "mixed_float16",

@@ -3,7 +3,8 @@
 The loop is written out (rather than ``keras.Model.fit``) because each step must hand the
 model's predicted object patches to the patch-statistics logger and the validation loss needs the
 validation data's own normalisation factor. It still uses the Keras pieces: the Adam optimiser
-(wrapped in ``LossScaleOptimizer`` for float16 mixed precision), the ``ReduceLROnPlateau`` and
+(wrapped in ``LossScaleOptimizer`` for float16 mixed precision), the ``ReduceLROnPlateau`` (or,
+for ``lr_schedule="cosine"``, a per-step learning rate from ``ptycho.lr_schedule``) and
 ``EarlyStopping`` callbacks driven through a ``CallbackList``, and a ``Progbar`` progress bar
 (shown when stdout is a terminal). The weights of the best epoch (lowest monitored loss:
 ``val_loss`` when there is validation data, else ``train_loss``) are restored at the end.
@@ -23,6 +24,7 @@ the model's channels-last layout.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import sys
@@ -170,13 +172,22 @@ def _gt_or_dummy(split: Split, idx, physics_dtype: str):
     return tf.constant(split.gt[idx])
 
 
+def _set_learning_rate(optimizer, rate: Callable[[int], float], first_step: int,
+                       batch_idx: int) -> None:
+    optimizer.learning_rate = rate(first_step + batch_idx)
+
+
 def _run_epoch(step, split: Split, batch_size: int, order: np.ndarray, *, phase: str, epoch: int,
-               patch_logger, physics_dtype: str, progbar=None) -> tuple[float, float]:
-    """One pass over ``split`` in ``order``; returns the pattern-weighted mean (loss, full NLL)."""
+               patch_logger, physics_dtype: str, progbar=None,
+               before_step: Optional[Callable[[int], None]] = None) -> tuple[float, float]:
+    """One pass over ``split`` in ``order``; returns the pattern-weighted mean (loss, full NLL).
+    ``before_step(batch_idx)`` runs before every step (the per-step learning rate)."""
     tot_loss = tot_full = 0.0
     seen = 0
     factor = tf.constant(split.factor, physics_dtype)
     for batch_idx, idx in enumerate(_batches(len(split), batch_size, order)):
+        if before_step is not None:
+            before_step(batch_idx)
         loss, full, obj = step(tf.constant(split.X[idx]), tf.constant(split.offsets[idx]),
                                factor, _gt_or_dummy(split, idx, physics_dtype))
         loss_v, full_v = float(loss), float(full)
@@ -199,11 +210,14 @@ def _run_epoch(step, split: Split, batch_size: int, order: np.ndarray, *, phase:
 def fit(model, train: Split, val: Optional[Split], *, epochs: int, batch_size: int,
         learning_rate: float, callback_kwargs: Mapping[str, Mapping[str, Any]], seed: int = 0,
         jit_compile: bool = False, precision: str = "32", patch_logger=None,
-        log: Callable[[str], None] = print, progress: Optional[bool] = None) -> FitResult:
+        log: Callable[[str], None] = print, progress: Optional[bool] = None,
+        step_learning_rate: Optional[Callable[[int], float]] = None) -> FitResult:
     """Train ``model`` in place and return the history.
 
     ``callback_kwargs``: ``{"reduce_lr": {...}, "early_stopping": {...}}`` as from
-    ``ptycho.config_bridge.to_keras_callback_kwargs``. Epoch ``e`` visits the training groups in
+    ``ptycho.config_bridge.to_keras_callback_kwargs`` (without ``"reduce_lr"``: no plateau
+    rule). ``step_learning_rate(s)`` sets the learning rate of global step ``s`` (epoch times
+    batches per epoch plus batch) before that step. Epoch ``e`` visits the training groups in
     the order ``ptycho.sampling.epoch_order(len(train), seed, e)``; every group is used every
     epoch (the last batch may be partial). ``patch_logger`` (a
     ``ptycho.patch_stats.PatchStatsLogger``) receives the predicted object patches
@@ -227,9 +241,10 @@ def fit(model, train: Split, val: Optional[Split], *, epochs: int, batch_size: i
     rl = dict(callback_kwargs.get("reduce_lr", {}))
     es = dict(callback_kwargs.get("early_stopping", {}))
     es["restore_best_weights"] = False            # the best weights are restored below
+    plateau = ([keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="min", verbose=0, **rl)]
+               if "reduce_lr" in callback_kwargs else [])
     callbacks = keras.callbacks.CallbackList(
-        [keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="min", verbose=0, **rl),
-         keras.callbacks.EarlyStopping(monitor=monitor, mode="min", verbose=0, **es)],
+        [*plateau, keras.callbacks.EarlyStopping(monitor=monitor, mode="min", verbose=0, **es)],
         model=model)
     history: dict[str, list] = {k: [] for k in HISTORY_KEYS}
     result = FitResult(history=history, monitor=monitor)
@@ -243,9 +258,12 @@ def fit(model, train: Split, val: Optional[Split], *, epochs: int, batch_size: i
         callbacks.on_epoch_begin(epoch)
         bar = keras.utils.Progbar(n_batches, verbose=1, unit_name="batch") if show else None
         order = epoch_order(len(train), seed, epoch)
+        set_rate = None if step_learning_rate is None else functools.partial(
+            _set_learning_rate, optimizer, step_learning_rate, epoch * n_batches)
         tr_loss, tr_full = _run_epoch(train_step, train, batch_size, order, phase="train",
                                       epoch=epoch, patch_logger=patch_logger,
-                                      physics_dtype=model.physics_dtype, progbar=bar)
+                                      physics_dtype=model.physics_dtype, progbar=bar,
+                                      before_step=set_rate)
         va_loss = va_full = math.nan
         if val is not None:
             va_loss, va_full = _run_epoch(eval_step, val, batch_size, np.arange(len(val)),

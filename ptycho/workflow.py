@@ -153,7 +153,8 @@ def run_training(payload, train_data, test_data=None, *,
     from ptycho import tf_training
     from ptycho.atomic import atomic_write_json
     from ptycho.bundle import write_bundle
-    from ptycho.config_bridge import to_keras_callback_kwargs, to_keras_fit_kwargs
+    from ptycho.config_bridge import (to_keras_callback_kwargs, to_keras_fit_kwargs,
+                                      to_step_learning_rate)
     from ptycho.data.prepare import prepare_grouped_arrays
     from ptycho.physics import normalization_factor
     from ptycho.sampling import split_groups
@@ -191,11 +192,13 @@ def run_training(payload, train_data, test_data=None, *,
 
         patch_logger = PatchStatsLogger(out, BACKEND, m.gridsize, limit=t.patch_stats_limit)
     fit_kwargs = to_keras_fit_kwargs(cfg)
+    steps_per_epoch = -(-len(train_split) // fit_kwargs["batch_size"])
     result = tf_training.fit(
         model, train_split, val_split, epochs=fit_kwargs["epochs"],
         batch_size=fit_kwargs["batch_size"], learning_rate=t.learning_rate,
         callback_kwargs=to_keras_callback_kwargs(cfg), seed=ex.seed, jit_compile=ex.jit_compile,
-        precision=ex.precision, patch_logger=patch_logger, log=log)
+        precision=ex.precision, patch_logger=patch_logger, log=log,
+        step_learning_rate=to_step_learning_rate(cfg, steps_per_epoch * fit_kwargs["epochs"]))
 
     files: dict[str, Any] = {}
     files.update({f"history_{k}": v for k, v in tf_training.write_history(

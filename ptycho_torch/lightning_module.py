@@ -4,8 +4,9 @@ Built from the run's :class:`~ptycho.payload.TrainingPayload` (held, not copied 
 the model from ``config.model``, the probe and the two scales from the payload, its
 convolutions set to the seeded weights of :mod:`ptycho.initial_weights` (``execution.seed``;
 the TensorFlow backend starts from the same numbers; a checkpoint loaded later replaces them);
-Adam and ReduceLROnPlateau from ``config.training``; patch statistics from
-``training.log_patch_stats`` and ``training.patch_stats_limit``.
+Adam and the learning-rate schedule from ``config.training`` (ReduceLROnPlateau, or the
+per-step cosine of :mod:`ptycho.lr_schedule` over ``trainer.estimated_stepping_batches``);
+patch statistics from ``training.log_patch_stats`` and ``training.patch_stats_limit``.
 
 Loss:
 * unsupervised (PINN): mean over pixels of the Poisson NLL ``λ - K log λ`` with predicted counts
@@ -24,7 +25,8 @@ from typing import Any, Optional
 import torch
 from lightning import pytorch as pl
 
-from ptycho.config_bridge import to_torch_optimizer_kwargs, to_torch_scheduler_kwargs
+from ptycho.config_bridge import (to_step_learning_rate, to_torch_optimizer_kwargs,
+                                  to_torch_scheduler_kwargs)
 from ptycho.initial_weights import initial_weights
 from ptycho.payload import TrainingPayload
 from ptycho_torch import helper
@@ -131,6 +133,12 @@ class PtychoLightningModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.payload.config
         optimizer = torch.optim.Adam(self.parameters(), **to_torch_optimizer_kwargs(cfg))
+        rate = to_step_learning_rate(cfg, int(self.trainer.estimated_stepping_batches))
+        if rate is not None:
+            peak = cfg.training.learning_rate
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: rate(s) / peak)
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, **to_torch_scheduler_kwargs(cfg))
         return {"optimizer": optimizer,

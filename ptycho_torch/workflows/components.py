@@ -85,11 +85,21 @@ def make_history_callback():
     from lightning.pytorch.callbacks import Callback
 
     class HistoryCallback(Callback):
-        """Per-epoch ``epoch``, losses (``HISTORY_KEYS``), ``lr`` and ``intensity_scale``."""
+        """Per-epoch ``epoch``, losses (``HISTORY_KEYS``), ``lr`` (the rate of the epoch's last
+        optimiser step, as the TensorFlow backend records) and ``intensity_scale``."""
 
         def __init__(self) -> None:
             self.history: dict[str, list] = {k: [] for k in ("epoch",) + HISTORY_KEYS
                                              + ("lr", "intensity_scale")}
+            self._step_lr = math.nan
+
+        @staticmethod
+        def _lr(trainer) -> float:
+            opt = trainer.optimizers[0] if trainer.optimizers else None
+            return float(opt.param_groups[0]["lr"]) if opt else math.nan
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self._step_lr = self._lr(trainer)       # the rate this step uses
 
         def on_train_epoch_end(self, trainer, pl_module) -> None:
             metrics = trainer.callback_metrics
@@ -97,8 +107,8 @@ def make_history_callback():
             for key in HISTORY_KEYS:
                 value = metrics.get(key)
                 self.history[key].append(float(value) if value is not None else math.nan)
-            opt = trainer.optimizers[0] if trainer.optimizers else None
-            self.history["lr"].append(float(opt.param_groups[0]["lr"]) if opt else math.nan)
+            lr = self._step_lr if math.isfinite(self._step_lr) else self._lr(trainer)
+            self.history["lr"].append(lr)
             self.history["intensity_scale"].append(pl_module.model.intensity_scale_value())
 
         def state_dict(self) -> dict:

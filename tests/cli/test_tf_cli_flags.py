@@ -164,3 +164,19 @@ def test_help_lists_the_flags(capsys):
         text = capsys.readouterr().out
         for flag in flags:
             assert flag in text, (mod.__name__, flag)
+
+
+def test_cosine_schedule_flags_drive_the_learning_rate(scan, tmp_path):
+    from ptycho.lr_schedule import cosine_learning_rate
+
+    train_file, test_file = scan
+    out = tmp_path / "cos"
+    assert train.main(["--train_data_file", str(train_file), "--test_data_file", str(test_file),
+                       "--output_dir", str(out), "--n_groups", "12", "--N", "32",
+                       "--max_epochs", "2", "--batch_size", "4", "--learning_rate", "1e-3",
+                       "--min_learning_rate", "1e-5", "--lr-schedule", "cosine",
+                       "--lr_warmup_fraction", "0"]) == 0
+    lr = json.loads((out / "history.json").read_text())["lr"]
+    # 12 groups in batches of 4: 3 steps per epoch; the history holds each epoch's last step
+    assert lr == pytest.approx([cosine_learning_rate(s, 6, 1e-3, 1e-5, 0.0) for s in (2, 5)],
+                               rel=1e-6)

@@ -220,3 +220,32 @@ def test_inference_flags_reach_their_destinations(trained, data, tmp_path, monke
     assert [e["batch_idx"] for e in entries] == [0, 1]                 # 10 groups / 6 = 2 batches
     scale = load_bundle(trained["out"] / "model").intensity_scale
     assert f"intensity scale {scale:.6g}" in capsys.readouterr().out
+
+
+def test_cosine_schedule_flags_drive_the_learning_rate(data, tmp_path):
+    from ptycho.lr_schedule import cosine_learning_rate
+    from ptycho_torch import train
+    from ptycho_torch.workflows import components
+
+    seen = {}
+    real_run = components.run_training
+
+    def run(*a, **k):
+        seen["result"] = real_run(*a, **k)
+        return seen["result"]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(components, "run_training", run)
+        assert train.main(["--train_data_file", str(data / "train.npz"), "--output_dir",
+                           str(tmp_path / "cos"), "--n_groups", "12", "--N", "32",
+                           "--max_epochs", "2", "--batch_size", "4", "--learning_rate", "1e-3",
+                           "--min_learning_rate", "1e-5", "--lr_schedule", "cosine",
+                           "--lr-warmup-fraction", "0", "--accelerator", "cpu"]) == 0
+    config = seen["result"].trainer.lr_scheduler_configs[0]
+    assert isinstance(config.scheduler, torch.optim.lr_scheduler.LambdaLR)
+    assert config.interval == "step"
+    lr = json.loads((tmp_path / "cos" / "history.json").read_text())["lr"]
+    steps = -(-11 // 4)            # 12 groups, one held out for validation
+    expected = [cosine_learning_rate(s, 2 * steps, 1e-3, 1e-5, 0.0)
+                for s in (steps - 1, 2 * steps - 1)]
+    assert lr == pytest.approx(expected, rel=1e-6)

@@ -88,3 +88,33 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
                      "--output_dir", str(tmp_path / "run"), "--resume", "--logger", "none"])
     assert rc == 2
     assert "last.ckpt" in capsys.readouterr().err
+
+
+def test_resumed_cosine_schedule_continues_the_curve(tmp_path, monkeypatch):
+    assert simulate.main(["--output", str(tmp_path / "data.npz"), "--N", "32", "--n-patterns",
+                          "16", "--object", "grf", "--nphotons", "1e6", "--seed", "4",
+                          "--no-preview"]) == 0
+
+    def argv(out):
+        return ["--train_data_file", str(tmp_path / "data.npz"), "--output_dir", str(out),
+                "--N", "32", "--n_groups", "12", "--batch_size", "5", "--logger", "none",
+                "--accelerator", "cpu", "--validation_fraction", "0.2", "--max_epochs", "3",
+                "--lr_schedule", "cosine", "--lr_warmup_fraction", "0.2"]
+
+    assert train.main(argv(tmp_path / "straight")) == 0
+    real_step = PtychoLightningModule.training_step
+    crash = {"on": True}
+
+    def step(self, batch, batch_idx):
+        if crash["on"] and self.current_epoch == 1 and batch_idx == 1:
+            raise Interrupted("simulated crash inside epoch 2")
+        return real_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(PtychoLightningModule, "training_step", step)
+    with pytest.raises(Interrupted):
+        train.main(argv(tmp_path / "resumed"))
+    crash["on"] = False
+    assert train.main(argv(tmp_path / "resumed") + ["--resume"]) == 0
+    straight = json.loads((tmp_path / "straight" / "history.json").read_text())["lr"]
+    resumed = json.loads((tmp_path / "resumed" / "history.json").read_text())["lr"]
+    assert len(set(straight)) == 3 and resumed == pytest.approx(straight, rel=1e-9)

@@ -178,3 +178,45 @@ def test_learning_rate_schedules_are_the_same():
             lr_torch.append(opt.param_groups[0]["lr"])
         assert len(set(lr_torch)) > 2, "the schedule never reduced: a useless check"
         np.testing.assert_allclose(lr_keras, lr_torch, rtol=1e-6, err_msg=f"patience {patience}")
+
+
+def test_cosine_schedule_sets_the_same_rate_every_step_on_both_backends(scan, tmp_path,
+                                                                        monkeypatch):
+    import keras
+    from lightning.pytorch.callbacks import Callback
+
+    from ptycho import tf_training
+    from ptycho.lr_schedule import cosine_learning_rate
+    from ptycho.workflow import run_training as tf_run
+    from ptycho_torch.workflows.components import run_training as torch_run
+
+    training = {"max_epochs": 2, "batch_size": 8, "validation_fraction": 0.2,
+                "learning_rate": 1e-3, "min_learning_rate": 1e-5, "lr_schedule": "cosine",
+                "lr_warmup_fraction": 0.25}
+    tf_rates: list[float] = []
+    real_set = tf_training._set_learning_rate
+
+    def set_spy(optimizer, rate, first_step, batch_idx):
+        real_set(optimizer, rate, first_step, batch_idx)
+        tf_rates.append(float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
+
+    monkeypatch.setattr(tf_training, "_set_learning_rate", set_spy)
+    res_tf = tf_run(payload(scan, tmp_path / "tf", seed=7, training=dict(training)), scan,
+                    log=lambda line: None)
+
+    class Rates(Callback):
+        def __init__(self):
+            self.rates: list[float] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    record = Rates()
+    res_t = torch_run(payload(scan, tmp_path / "torch", seed=7, training=dict(training)), scan,
+                      extra_callbacks=[record])
+    # 29 training groups in batches of 8: 4 steps per epoch, 8 in all, 2 of them warm-up
+    expected = [cosine_learning_rate(s, 8, 1e-3, 1e-5, 0.25) for s in range(8)]
+    assert expected[1] == pytest.approx(1e-3) and expected[-1] == pytest.approx(1e-5)
+    np.testing.assert_allclose(tf_rates, expected, rtol=1e-6)
+    np.testing.assert_allclose(record.rates, expected, rtol=1e-6)
+    np.testing.assert_allclose(res_tf.history["lr"], res_t.history["lr"], rtol=1e-6)

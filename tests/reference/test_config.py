@@ -31,7 +31,8 @@ def test_defaults_match_contract():
     assert dataclasses.asdict(c.data) == dict(
         train_data_file=None, test_data_file=None, n_groups=None, K=6, nphotons=None, seed=0)
     assert dataclasses.asdict(c.training) == dict(
-        max_epochs=50, batch_size=16, learning_rate=1e-3, lr_reduce_factor=0.5,
+        max_epochs=50, batch_size=16, learning_rate=1e-3, lr_schedule="plateau",
+        lr_warmup_fraction=0.05, lr_reduce_factor=0.5,
         lr_reduce_patience=3, min_learning_rate=1e-5, early_stopping_patience=8,
         validation_fraction=0.1, output_dir="outputs/train", log_patch_stats=False,
         patch_stats_limit=4, resume=False)
