@@ -162,7 +162,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     _add(g, ["lr_reduce_patience"], "lr_reduce_patience", "training",
          "Epochs without improvement before the learning rate is reduced (epochs).", kind=int)
     _add(g, ["min_learning_rate"], "min_learning_rate", "training",
-         "Lower bound of the learning rate (dimensionless).", kind=float)
+         "Lower bound of the learning rate; with the cosine schedule the rate of the last "
+         "step (dimensionless).", kind=float)
     _add(g, ["early_stopping_patience"], "early_stopping_patience", "training",
          "Epochs without improvement before training stops (epochs).", kind=int)
     _add(g, ["validation_fraction"], "validation_fraction", "training",
