@@ -84,8 +84,11 @@ WHY_MISSED = [
     "stitching, a 10x learning rate for the amplitude head, an amplitude least-squares loss, "
     "compressed network inputs and smaller batches (only more optimiser steps helped). "
     "`python -m benchmarks.nll_budget` shows why: the amplitude of these objects carries only "
-    "8-16 % of the likelihood, so it is fitted only after the phase. Not yet tried: hundreds "
-    "of epochs (a GPU).",
+    "8-16 % of the likelihood, so it is fitted only after the phase. "
+    "`python -m benchmarks.overlap_fit` shows that one pattern alone does not lead gradient "
+    "descent to the amplitude while four overlapping ones do; a gridsize-1 run on sparse lines "
+    "converged (early stopping after 88 epochs) at amplitude SSIM 0.26. Not yet tried: "
+    "gridsize 2 for hundreds of epochs (a GPU).",
     "- **Time-to-image vs rPIE.** At 512 patterns the fixed costs dominate: reading the bundle "
     "and scan, building the model, stitching with Fourier sub-pixel placement, and writing "
     "PNGs and metrics. The prediction itself runs at the inference pat/s of the table. "
