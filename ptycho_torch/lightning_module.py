@@ -133,8 +133,8 @@ class PtychoLightningModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.payload.config
         optimizer = torch.optim.Adam(self.parameters(), **to_torch_optimizer_kwargs(cfg))
-        rate = to_step_learning_rate(cfg, int(self.trainer.estimated_stepping_batches))
-        if rate is not None:
+        if cfg.training.lr_schedule != "plateau":
+            rate = to_step_learning_rate(cfg, self._total_training_steps())
             peak = cfg.training.learning_rate
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: rate(s) / peak)
             return {"optimizer": optimizer,
@@ -144,6 +144,20 @@ class PtychoLightningModule(pl.LightningModule):
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor,
                                  "interval": "epoch", "frequency": 1, "strict": True}}
+
+    def _total_training_steps(self) -> int:
+        """Optimiser steps of the whole fit: ``max_epochs`` times the batches per epoch of one
+        process (each of R processes gets ``ceil(n / R)`` groups). Counted from the data
+        module's training groups rather than ``trainer.estimated_stepping_batches``, which
+        would build the training loader before a resumed fit restores its epoch and so start
+        the batch order at epoch 0."""
+        trainer = self.trainer
+        groups = getattr(trainer.datamodule, "train_arrays", None)
+        if groups is None:
+            return int(trainer.estimated_stepping_batches)
+        per_process = -(-len(groups) // max(int(trainer.world_size), 1))
+        batches = -(-per_process // self.payload.config.training.batch_size)
+        return int(trainer.max_epochs) * batches
 
     # ------------------------------------------------------------------ results
     def trained_intensity_scale(self) -> float:

@@ -86,8 +86,8 @@ def test_wrong_pattern_size_is_refused(tiny_scan, tmp_path):
         PtychoDataModule(payload, tiny_scan, other).setup()
 
 
-@pytest.mark.parametrize("workers", [0, 1])
-def test_lightning_fit_and_resume_visit_the_core_order(tiny_scan, tmp_path, workers):
+@pytest.mark.parametrize("workers, schedule", [(0, "plateau"), (1, "plateau"), (1, "cosine")])
+def test_lightning_fit_and_resume_visit_the_core_order(tiny_scan, tmp_path, workers, schedule):
     from lightning.pytorch.callbacks import Callback
 
     from ptycho_torch.workflows.components import run_training
@@ -102,7 +102,8 @@ def test_lightning_fit_and_resume_visit_the_core_order(tiny_scan, tmp_path, work
 
     def payload(epochs, resume):
         return make_payload(tiny_scan, output_dir=tmp_path / "run", model={"filter_scale": 0.125},
-                            training={"max_epochs": epochs, "batch_size": 8, "resume": resume},
+                            training={"max_epochs": epochs, "batch_size": 8, "resume": resume,
+                                      "lr_schedule": schedule},
                             execution={"seed": 3, "num_workers": workers})
 
     dm = PtychoDataModule(payload(1, False), tiny_scan)
