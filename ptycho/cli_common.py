@@ -153,7 +153,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
          "Adam learning rate (per step, dimensionless).", kind=float)
     _add(g, ["lr_schedule"], "lr_schedule", "training",
          "Learning-rate schedule (name): plateau reduces it when the monitored loss stalls; "
-         "cosine warms up, then decays it every step to --min_learning_rate.", kind=_lower,
+         "cosine warms up, then decays it every step to --min_learning_rate (early stopping "
+         "still applies).", kind=_lower,
          choices=LR_SCHEDULES)
     _add(g, ["lr_warmup_fraction"], "lr_warmup_fraction", "training",
          "Cosine schedule: fraction of all steps spent warming up (0 <= value < 1).", kind=float)

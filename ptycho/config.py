@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from ptycho.architecture import FILTER_SCALE_RANGE, check_filter_scale
-from ptycho.lr_schedule import LR_SCHEDULES
 from ptycho.atomic import atomic_write_text
+from ptycho.lr_schedule import LR_SCHEDULES
 
 __all__ = [
     "ConfigError",
