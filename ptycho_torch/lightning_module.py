@@ -5,7 +5,7 @@ the model from ``config.model``, the probe and the two scales from the payload, 
 convolutions set to the seeded weights of :mod:`ptycho.initial_weights` (``execution.seed``;
 the TensorFlow backend starts from the same numbers; a checkpoint loaded later replaces them);
 Adam and the learning-rate schedule from ``config.training`` (ReduceLROnPlateau, or the
-per-step cosine of :mod:`ptycho.lr_schedule` over ``trainer.estimated_stepping_batches``);
+per-step cosine of :mod:`ptycho.lr_schedule` over all steps of the fit);
 patch statistics from ``training.log_patch_stats`` and ``training.patch_stats_limit``.
 
 Loss:
