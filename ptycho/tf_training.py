@@ -211,13 +211,15 @@ def fit(model, train: Split, val: Optional[Split], *, epochs: int, batch_size: i
         learning_rate: float, callback_kwargs: Mapping[str, Mapping[str, Any]], seed: int = 0,
         jit_compile: bool = False, precision: str = "32", patch_logger=None,
         log: Callable[[str], None] = print, progress: Optional[bool] = None,
-        step_learning_rate: Optional[Callable[[int], float]] = None) -> FitResult:
+        step_schedule: Optional[Callable[[int], Optional[Callable[[int], float]]]] = None
+        ) -> FitResult:
     """Train ``model`` in place and return the history.
 
     ``callback_kwargs``: ``{"reduce_lr": {...}, "early_stopping": {...}}`` as from
     ``ptycho.config_bridge.to_keras_callback_kwargs`` (without ``"reduce_lr"``: no plateau
-    rule). ``step_learning_rate(s)`` sets the learning rate of global step ``s`` (epoch times
-    batches per epoch plus batch) before that step. Epoch ``e`` visits the training groups in
+    rule). ``step_schedule(total_steps)`` (e.g. ``ptycho.config_bridge.to_step_learning_rate``
+    bound to the config) returns ``None`` or a function whose value at global step ``s`` (epoch
+    times batches per epoch plus batch) becomes the learning rate before that step. Epoch ``e`` visits the training groups in
     the order ``ptycho.sampling.epoch_order(len(train), seed, e)``; every group is used every
     epoch (the last batch may be partial). ``patch_logger`` (a
     ``ptycho.patch_stats.PatchStatsLogger``) receives the predicted object patches
@@ -251,6 +253,7 @@ def fit(model, train: Split, val: Optional[Split], *, epochs: int, batch_size: i
     best, best_weights = math.inf, None
     show = sys.stdout.isatty() if progress is None else bool(progress)
     n_batches = -(-len(train) // batch_size)
+    step_learning_rate = None if step_schedule is None else step_schedule(n_batches * int(epochs))
     model.stop_training = False
     callbacks.on_train_begin()
     for epoch in range(int(epochs)):

@@ -25,6 +25,7 @@ included) and stitched at once into a ``ptycho.stitch.Stitcher``. Outputs are de
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -192,13 +193,12 @@ def run_training(payload, train_data, test_data=None, *,
 
         patch_logger = PatchStatsLogger(out, BACKEND, m.gridsize, limit=t.patch_stats_limit)
     fit_kwargs = to_keras_fit_kwargs(cfg)
-    steps_per_epoch = -(-len(train_split) // fit_kwargs["batch_size"])
     result = tf_training.fit(
         model, train_split, val_split, epochs=fit_kwargs["epochs"],
         batch_size=fit_kwargs["batch_size"], learning_rate=t.learning_rate,
         callback_kwargs=to_keras_callback_kwargs(cfg), seed=ex.seed, jit_compile=ex.jit_compile,
         precision=ex.precision, patch_logger=patch_logger, log=log,
-        step_learning_rate=to_step_learning_rate(cfg, steps_per_epoch * fit_kwargs["epochs"]))
+        step_schedule=functools.partial(to_step_learning_rate, cfg))
 
     files: dict[str, Any] = {}
     files.update({f"history_{k}": v for k, v in tf_training.write_history(

@@ -176,7 +176,10 @@ class PtychoDataModule(pl.LightningDataModule):
             return []
         return self._loader(self.val_arrays)
 
-    def steps_per_epoch(self) -> int:
-        """Optimiser steps per epoch (the last partial batch included)."""
+    def steps_per_epoch(self, processes: int = 1) -> int:
+        """Optimiser steps per epoch of each of ``processes`` processes (a distributed run gives
+        each ``ceil(n / processes)`` of the n training groups; the last partial batch
+        included)."""
         self.setup()
-        return math.ceil(len(self.train_arrays) / self.loader_kwargs["batch_size"])
+        per_process = math.ceil(len(self.train_arrays) / max(int(processes), 1))
+        return math.ceil(per_process / self.loader_kwargs["batch_size"])

@@ -146,18 +146,12 @@ class PtychoLightningModule(pl.LightningModule):
                                  "interval": "epoch", "frequency": 1, "strict": True}}
 
     def _total_training_steps(self) -> int:
-        """Optimiser steps of the whole fit: ``max_epochs`` times the batches per epoch of one
-        process (each of R processes gets ``ceil(n / R)`` groups). Counted from the data
-        module's training groups rather than ``trainer.estimated_stepping_batches``, which
-        would build the training loader before a resumed fit restores its epoch and so start
-        the batch order at epoch 0."""
+        """Optimiser steps of the whole fit: ``max_epochs`` times the data module's steps per
+        epoch of one process. Not ``trainer.estimated_stepping_batches``, which builds the
+        training loader before a resumed fit restores its epoch and so starts the batch order
+        at epoch 0."""
         trainer = self.trainer
-        groups = getattr(trainer.datamodule, "train_arrays", None)
-        if groups is None:
-            return int(trainer.estimated_stepping_batches)
-        per_process = -(-len(groups) // max(int(trainer.world_size), 1))
-        batches = -(-per_process // self.payload.config.training.batch_size)
-        return int(trainer.max_epochs) * batches
+        return int(trainer.max_epochs) * trainer.datamodule.steps_per_epoch(trainer.world_size)
 
     # ------------------------------------------------------------------ results
     def trained_intensity_scale(self) -> float:

@@ -52,6 +52,7 @@ def test_holdout_split_batches_and_normalisation(tiny_scan, tmp_path):
     dm.setup()
     assert len(dm.train_arrays) == 24 and len(dm.val_arrays) == 6
     assert dm.steps_per_epoch() == 4
+    assert dm.steps_per_epoch(processes=2) == 2 and dm.steps_per_epoch(processes=5) == 1
     batches = list(dm.train_dataloader())
     assert [b[0].shape[0] for b in batches] == [7, 7, 7, 3]  # last partial batch kept
     X, offsets = batches[0]
