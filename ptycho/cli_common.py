@@ -197,6 +197,12 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
          "Weight of each patch pixel when overlapping patches are averaged: the probe "
          "intensity that measured it, or uniform (name).", kind=_lower,
          choices=STITCH_WEIGHTINGS)
+    _add(g, ["refine_steps"], "refine_steps", "inference",
+         "After stitching, refine the object by this many gradient steps of the Poisson "
+         "likelihood against all measured patterns, probe fixed; 0 keeps the network's "
+         "object (count).", kind=int)
+    _add(g, ["refine_learning_rate"], "refine_learning_rate", "inference",
+         "Adam step size of the refinement on log-amplitude and phase (radians).", kind=float)
     _add(g, ["log_patch_stats"], "log_patch_stats", "inference",
          "Record statistics and an image grid of predicted patches (boolean).", kind=bool)
     _add(g, ["patch_stats_limit"], "patch_stats_limit", "inference",

@@ -304,6 +304,11 @@ class InferenceConfig:
     ``stitch_weighting``: ``"probe"`` weights every patch pixel by the scan probe's intensity
     when overlapping patches are averaged (``ptycho.stitch.probe_weight``); ``"uniform"`` gives
     every pixel of the crop the same weight.
+
+    ``refine_steps`` > 0 refines the stitched object by that many full-scan gradient steps of
+    the Poisson likelihood against the measured patterns (``ptycho.refine``; probe fixed),
+    with Adam at ``refine_learning_rate`` on log-amplitude and phase. 0 keeps the network's
+    stitched object as the result.
     """
 
     model_path: Optional[str] = None
@@ -314,6 +319,8 @@ class InferenceConfig:
     patch_stats_limit: int = 4
     stitch_crop: Optional[int] = None
     stitch_weighting: str = "probe"
+    refine_steps: int = 0
+    refine_learning_rate: float = 0.02
 
     def __post_init__(self) -> None:
         s = "inference"
@@ -325,6 +332,8 @@ class InferenceConfig:
         _check_min(s, "patch_stats_limit", self.patch_stats_limit, 1)
         _check_min(s, "stitch_crop", self.stitch_crop, 1, optional=True)
         _check_choice(s, "stitch_weighting", self.stitch_weighting, STITCH_WEIGHTINGS)
+        _check_min(s, "refine_steps", self.refine_steps, 0)
+        _check_positive(s, "refine_learning_rate", self.refine_learning_rate)
 
 
 @dataclass(frozen=True)

@@ -141,13 +141,15 @@ def prepare_scan(config) -> PreparedScan:
 
 
 def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: str, title: str,
-                     t_start: float, t_load: float,
+                     t_start: float, t_load: float, intensity_scale: float,
                      timing_extra: Optional[Callable[[], dict]] = None) -> InferenceResult:
     """Predict every group batch by batch (the last partial batch included), stitch as it goes,
-    and write all outputs atomically. Each batch's patterns are read from the scan file just
-    before it is predicted; the file is closed once every batch is done. ``prefix`` is ``"tf"``
-    or ``"torch"``; ``timing_extra`` returns backend facts (device, peak accelerator memory)
-    read after the predictions."""
+    optionally refine the stitched object (``inference.refine_steps``, with the model's
+    ``intensity_scale``), and write all outputs atomically. Each batch's patterns are read from
+    the scan file just before it is predicted; the file is closed once every batch is done (and
+    the refinement has read its patterns). ``prefix`` is ``"tf"`` or ``"torch"``;
+    ``timing_extra`` returns backend facts (device, peak accelerator memory) read after the
+    predictions."""
     from ptycho.plotting import save_complex_image_png
 
     inf = config.inference
@@ -174,6 +176,8 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
                 patch_logger.log(obj, "inference", batch_idx)
             t_stitch += time.perf_counter() - ts
             del X, obj
+        used = np.unique(grouped.nn_indices).astype(np.int64)      # scan patterns reconstructed
+        refine_patterns = data.patterns.gather(used) if inf.refine_steps > 0 else None
     finally:
         scan.close()
     n_patterns = len(grouped) * C
@@ -184,40 +188,87 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
     result = stitcher.result()
     H, W = result.obj.shape
     origin = np.asarray(result.origin, np.float64)
-    used = np.unique(grouped.nn_indices).astype(np.int64)          # scan patterns reconstructed
-    illuminated = result.scanned_mask & illumination_mask(
-        data.probe, data.positions[used] - origin, (H, W))
+    positions = data.positions[used] - origin
+    illuminated = result.scanned_mask & illumination_mask(data.probe, positions, (H, W))
+    t_stitch += time.perf_counter() - ts
+
+    final, network_obj, refinement, t_refine = result.obj, None, None, 0.0
+    if refine_patterns is not None:
+        ts = time.perf_counter()
+        refinement = _refine(result.obj, refine_patterns, positions, data.probe,
+                             intensity_scale, inf, prefix)
+        del refine_patterns
+        final, network_obj = refinement.obj, result.obj
+        t_refine = time.perf_counter() - ts
+
+    ts = time.perf_counter()
     files: dict[str, Any] = {}
-    files["reconstruction"] = atomic_save_npz(out / "reconstruction.npz", {
-        "object": result.obj, "amplitude": np.abs(result.obj).astype(np.float32),
-        "phase": np.angle(result.obj).astype(np.float32), "weight": result.weight,
+    arrays = {
+        "object": final, "amplitude": np.abs(final).astype(np.float32),
+        "phase": np.angle(final).astype(np.float32), "weight": result.weight,
         "scanned_mask": result.scanned_mask, "illuminated_mask": illuminated,
         "origin": np.asarray(result.origin, np.int64),
         "canvas_y": result.origin[0] + np.arange(H, dtype=np.float64),
         "canvas_x": result.origin[1] + np.arange(W, dtype=np.float64),
-        "scan_index": used, "scan_positions": data.positions[used] - origin,
-        "stitch_crop": np.int64(scan.crop)})
+        "scan_index": used, "scan_positions": positions,
+        "stitch_crop": np.int64(scan.crop), "refine_steps": np.int64(inf.refine_steps)}
+    if network_obj is not None:
+        arrays["network_object"] = network_obj
+    files["reconstruction"] = atomic_save_npz(out / "reconstruction.npz", arrays)
+    kind = f", refined {inf.refine_steps} steps" if network_obj is not None else ""
     files["amplitude_png"], files["phase_png"] = save_complex_image_png(
-        result.obj, out / "reconstructed_amplitude.png", out / "reconstructed_phase.png",
-        title=f"{title} ({Path(inf.test_data).name})")
+        final, out / "reconstructed_amplitude.png", out / "reconstructed_phase.png",
+        title=f"{title}{kind} ({Path(inf.test_data).name})")
     t_stitch += time.perf_counter() - ts
 
-    metrics = None
+    metrics = network_metrics = None
     if data.object is not None:
         from ptycho.metrics import evaluate_reconstruction
 
-        metrics = evaluate_reconstruction(result.obj, data.object, mask=illuminated)
+        metrics = evaluate_reconstruction(final, data.object, mask=illuminated)
         files["metrics"] = atomic_write_json(out / "metrics.json", json_safe(metrics))
+        if network_obj is not None:
+            network_metrics = evaluate_reconstruction(network_obj, data.object, mask=illuminated)
+    if refinement is not None:
+        files["refinement"] = atomic_write_json(out / "refinement.json", json_safe({
+            "steps": refinement.steps, "learning_rate": inf.refine_learning_rate,
+            "n_patterns": int(len(used)), "amplitude_factor": refinement.amplitude_factor,
+            "nll_per_pattern_start": refinement.nll_start,
+            "nll_per_pattern_end": refinement.nll_end, "history": refinement.history,
+            "seconds": t_refine, "metrics": metrics, "network_metrics": network_metrics}))
     if patch_logger is not None and patch_logger.entries:
         written = patch_logger.write()
         files["patch_stats"], files["patch_grid"] = Path(written["json"]), Path(written["png"])
     timing = {"load_s": t_load, "predict_s": t_predict, "stitch_s": t_stitch,
-              "total_s": time.perf_counter() - t_start, "n_groups": len(grouped),
+              "refine_s": t_refine, "total_s": time.perf_counter() - t_start, "n_groups": len(grouped),
               "n_patterns": n_patterns,
               "patterns_per_s": n_patterns / t_predict if t_predict > 0 else None,
               "batch_size": inf.batch_size, "peak_rss_mb": peak_rss_mb()}
     timing.update(timing_extra() if timing_extra is not None else {})
     files["timing"] = atomic_write_json(out / "timing.json", timing)
-    return InferenceResult(obj=result.obj, scanned_mask=result.scanned_mask, origin=result.origin,
+    return InferenceResult(obj=final, scanned_mask=result.scanned_mask, origin=result.origin,
                            n_groups=len(grouped), n_patterns=n_patterns, metrics=metrics,
                            timing=timing, output_files=files)
+
+
+def _refine(obj: np.ndarray, patterns: np.ndarray, positions: np.ndarray, probe: np.ndarray,
+            intensity_scale: float, inf, prefix: str):
+    """``ptycho.refine.refine_object`` with a progress line about every tenth of the steps."""
+    from ptycho.refine import refine_object
+
+    steps = inf.refine_steps
+    every = max(1, steps // 10)
+    name = "ptycho_torch.inference" if prefix == "torch" else "ptycho.inference"
+    print(f"{name}: refining the stitched object against {len(patterns)} patterns, "
+          f"{steps} steps (learning rate {inf.refine_learning_rate:g})", flush=True)
+
+    def progress(step: int, nll: float) -> None:
+        if step % every == 0 or step == steps:
+            print(f"{name}: refine step {step}/{steps}, NLL per pattern {nll:.6g}", flush=True)
+
+    res = refine_object(obj, patterns, positions, probe, intensity_scale, steps=steps,
+                        learning_rate=inf.refine_learning_rate, record_every=every,
+                        progress=progress)
+    print(f"{name}: refinement lowered the NLL per pattern from {res.nll_start:.6g} to "
+          f"{res.nll_end:.6g}", flush=True)
+    return res

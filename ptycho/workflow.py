@@ -326,6 +326,6 @@ def run_inference(payload, bundle, *, t_start: Optional[float] = None,
         return np.transpose(obj.numpy(), (0, 3, 1, 2))             # (B, N, N, C) -> (B, C, N, N)
 
     return stream_and_write(scan, predict, cfg, prefix=BACKEND, title="TensorFlow reconstruction",
-                            t_start=t0, t_load=t_load,
+                            t_start=t0, t_load=t_load, intensity_scale=bundle.intensity_scale,
                             timing_extra=lambda: {"device": device,
                                                   "jit_compile": ex.jit_compile})

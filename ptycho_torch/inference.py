@@ -159,7 +159,8 @@ def run_inference(payload, bundle, t_start: Optional[float] = None) -> Inference
         return facts
 
     return stream_and_write(scan, predict, cfg, prefix="torch", title="PyTorch reconstruction",
-                            t_start=t0, t_load=t_load, timing_extra=device_facts)
+                            t_start=t0, t_load=t_load, intensity_scale=bundle.intensity_scale,
+                            timing_extra=device_facts)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

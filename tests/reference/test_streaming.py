@@ -286,7 +286,7 @@ def test_streamed_inference_equals_eager(tmp_path, compressed, gridsize, with_ob
     np.testing.assert_array_equal(streamed.nn_indices, grouped.nn_indices)
     np.testing.assert_array_equal(streamed.inputs(slice(2, 9)), grouped.X[2:9])
     result = stream_and_write(scan, predictor, config, prefix="np", title="streamed",
-                              t_start=0.0, t_load=0.0)
+                              t_start=0.0, t_load=0.0, intensity_scale=1.0)
     assert result.origin == expected.origin
     assert np.max(np.abs(result.obj - expected.obj)) <= 1e-6
     np.testing.assert_array_equal(result.scanned_mask, expected.scanned_mask)
@@ -325,7 +325,8 @@ def test_streamed_peak_memory_does_not_grow_with_the_scan(tmp_path, monkeypatch)
     def streamed(M):
         config = config_for(paths[M], tmp_path / f"out_{M}", batch_size=16)
         return lambda: stream_and_write(prepare_scan(config), predictor, config, prefix="np",
-                                        title="memory", t_start=0.0, t_load=0.0)
+                                        title="memory", t_start=0.0, t_load=0.0,
+                                        intensity_scale=1.0)
 
     def eager(M):
         config = config_for(paths[M], tmp_path / f"eager_{M}", batch_size=16)
