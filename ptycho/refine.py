@@ -141,6 +141,14 @@ class ScanLikelihood:
             yield sl, r[:, 0], c[:, 0], probe, np.fft.fft2(
                 probe * o[r[:, :, None], c[:, None, :]], norm="ortho")
 
+    def expected_counts(self, o: np.ndarray) -> np.ndarray:
+        """(M, N, N) expected photons ``λ`` for the padded canvas ``o``, zero frequency centred
+        (the layout of the data)."""
+        lam = np.empty((self.M, self.N, self.N), np.float32)
+        for sl, *_, far in self._far_fields(o):
+            lam[sl] = far.real ** 2 + far.imag ** 2
+        return np.fft.fftshift(lam, axes=(-2, -1))
+
     def predicted_total(self, o: np.ndarray) -> float:
         """Expected photons summed over every pattern for the padded complex canvas ``o``."""
         return sum(float(np.sum(f.real ** 2 + f.imag ** 2, dtype=np.float64))

@@ -1,0 +1,137 @@
+"""ptycho.refine: the probe-shift forward model equals the reference physics, the gradient is the
+derivative of the NLL, and refinement recovers an object from overlapping patterns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ptycho import physics
+from ptycho.objects import make_object
+from ptycho.probe import default_probe
+from ptycho.refine import ScanLikelihood, refine_object
+
+N = 32
+SCALE = 2.5
+
+
+def scan(seed: int = 0, step: float = 4.0, shape=(72, 72)):
+    """Noise-free counts of a smooth `lines` object on a jittered raster (sub-pixel positions)."""
+    rng = np.random.default_rng(seed)
+    obj = make_object("lines", shape, rng)
+    probe = default_probe(N)
+    grid = np.arange(N // 2 + 2, shape[0] - N // 2 - 2, step)
+    pos = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)
+    pos = pos + rng.uniform(-0.5, 0.5, pos.shape)
+    patches = physics.extract_patches(obj, pos, N, "fourier")
+    counts = (SCALE * physics.diffraction_amplitude(patches, probe)) ** 2
+    return obj, probe, pos, counts.astype(np.float32)
+
+
+def padded(like: ScanLikelihood, obj: np.ndarray) -> np.ndarray:
+    out = np.zeros(like.padded_shape, np.complex64)
+    out[like.inner] = obj
+    return out
+
+
+def test_probe_shift_forward_model_is_exact_for_integer_positions_and_a_flat_probe():
+    obj, probe, pos, _ = scan()
+    for positions, p in ((np.round(pos), probe), (pos, default_probe(N, quadratic_phase=0.0))):
+        ref = (SCALE * physics.diffraction_amplitude(
+            physics.extract_patches(obj, positions, N, "fourier"), p)) ** 2
+        like = ScanLikelihood(ref, positions, p, SCALE, obj.shape)
+        lam = like.expected_counts(padded(like, obj))
+        rel = np.max(np.abs(lam - ref)) / np.max(ref)
+        assert rel < 1e-3, f"expected counts differ from the reference by {rel:.2e} of the peak"
+
+
+def test_probe_shift_forward_model_matches_the_reference_for_the_default_probe_at_n64():
+    n = 64
+    rng = np.random.default_rng(2)
+    obj = make_object("lines", (120, 120), rng)
+    probe = default_probe(n)
+    pos = rng.uniform(40, 80, (12, 2))
+    ref = (SCALE * physics.diffraction_amplitude(
+        physics.extract_patches(obj, pos, n, "fourier"), probe)) ** 2
+    like = ScanLikelihood(ref, pos, probe, SCALE, obj.shape)
+    lam = like.expected_counts(padded(like, obj))
+    # Shifting the probe instead of the object differs only where the product of the two
+    # exceeds the Nyquist band: a few 1e-3 of the counts for the default defocused probe.
+    assert np.sum(np.abs(lam - ref)) / np.sum(ref) < 1e-2
+    assert np.max(np.abs(lam - ref)) / np.max(ref) < 1e-2
+
+
+def test_gradient_is_the_derivative_of_the_nll():
+    obj, probe, pos, counts = scan(step=6.0)
+    rng = np.random.default_rng(1)
+    like = ScanLikelihood(counts * 1.3, pos, probe, SCALE, obj.shape)   # away from the optimum
+    base = padded(like, obj)
+    la = np.log(np.maximum(np.abs(base), 0.3)).astype(np.float32)
+    ph = np.angle(base).astype(np.float32)
+    _, g_amp, g_phase = like.nll(la, ph)
+    for g, which in ((g_amp, 0), (g_phase, 1)):
+        d = (g / np.max(np.abs(g)) + 0.3 * rng.standard_normal(la.shape)).astype(np.float32)
+        t = 1e-3
+        shift = [np.zeros_like(la), np.zeros_like(la)]
+        shift[which] = t * d
+        f_plus = like.nll(la + shift[0], ph + shift[1], gradient=False)
+        f_minus = like.nll(la - shift[0], ph - shift[1], gradient=False)
+        numeric = (f_plus - f_minus) / (2 * t)
+        analytic = float(np.sum(g.astype(np.float64) * d))
+        assert numeric == pytest.approx(analytic, rel=1e-2), which
+
+
+def test_refinement_from_a_flat_start_recovers_the_object():
+    obj, probe, pos, counts = scan()
+    start = np.ones(obj.shape, np.complex64)
+    res = refine_object(start, np.sqrt(counts), pos, probe, SCALE, steps=150, learning_rate=0.05,
+                        record_every=50)
+    assert res.nll_end < res.nll_start
+    assert [h["step"] for h in res.history] == [0, 50, 100, 150]
+    like = ScanLikelihood(counts, pos, probe, SCALE, obj.shape)
+    bright = (like.illumination()[like.inner] > 0.5)
+    rec, truth = res.obj[bright], obj[bright]
+    rec = rec * np.exp(-1j * np.angle(np.vdot(truth, rec)))
+    amp_corr = np.corrcoef(np.abs(rec), np.abs(truth))[0, 1]
+    phase_corr = np.corrcoef(np.angle(rec), np.angle(truth))[0, 1]
+    assert amp_corr > 0.9 and phase_corr > 0.9, (amp_corr, phase_corr)
+    # The flat start is far from the data: without steps nothing is learned.
+    flat = refine_object(start, np.sqrt(counts), pos, probe, SCALE, steps=0)
+    assert np.allclose(np.abs(flat.obj[bright]), flat.amplitude_factor, rtol=1e-5)
+    assert flat.nll_start == flat.nll_end > res.nll_end
+
+
+def test_pixels_no_pattern_sees_are_returned_unchanged():
+    obj, probe, pos, counts = scan(step=6.0)
+    canvas = np.full((obj.shape[0] + 20, obj.shape[1]), 0.7 + 0.1j, np.complex64)
+    res = refine_object(canvas, np.sqrt(counts), pos, probe, SCALE, steps=3)
+    assert np.array_equal(res.obj[-15:], canvas[-15:])
+    assert not np.allclose(res.obj[:obj.shape[0]], canvas[:obj.shape[0]])
+
+
+def test_positions_off_the_canvas_are_padded_not_clipped():
+    obj, probe, pos, counts = scan(step=8.0)
+    res = refine_object(np.ones((40, 40), np.complex64), np.sqrt(counts), pos, probe, SCALE,
+                        steps=2)
+    assert res.obj.shape == (40, 40) and np.all(np.isfinite(res.obj))
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(obj=np.ones((8, 8), np.float32)), "obj must be a complex"),
+    (dict(diffraction=np.ones((3, N, N + 1))), "diffraction must be"),
+    (dict(positions=np.zeros((2, 2))), "positions must be"),
+    (dict(probe=np.ones((N // 2, N // 2), np.complex64)), "probe must be"),
+    (dict(diffraction=np.full((3, N, N), np.nan)), "diffraction contains NaN"),
+    (dict(diffraction=np.ones((0, N, N)), positions=np.zeros((0, 2))), "no diffraction"),
+    (dict(steps=-1), "steps must be >= 0"),
+    (dict(learning_rate=0.0), "learning_rate must be > 0"),
+    (dict(intensity_scale=float("inf")), "intensity_scale must be > 0"),
+])
+def test_bad_input_is_reported(change, message):
+    args = dict(obj=np.ones((64, 64), np.complex64), diffraction=np.ones((3, N, N)),
+                positions=np.full((3, 2), 32.0), probe=default_probe(N), intensity_scale=1.0,
+                steps=1, learning_rate=0.02)
+    args.update(change)
+    with pytest.raises(ValueError, match=message):
+        refine_object(args.pop("obj"), args.pop("diffraction"), args.pop("positions"),
+                      args.pop("probe"), args.pop("intensity_scale"), **args)
