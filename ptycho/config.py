@@ -320,7 +320,7 @@ class InferenceConfig:
     stitch_crop: Optional[int] = None
     stitch_weighting: str = "probe"
     refine_steps: int = 0
-    refine_learning_rate: float = 0.02
+    refine_learning_rate: float = 0.1
 
     def __post_init__(self) -> None:
         s = "inference"

@@ -17,10 +17,14 @@ Overlapping patches are averaged with the probe-intensity weight of ``inference.
 illuminated region (``ptycho.illumination``), which ``reconstruction.npz`` also stores as
 ``illuminated_mask``.
 
+With ``inference.refine_steps`` > 0 the stitched object is then refined against all the scan's
+patterns (``ptycho.refine``); the refined object becomes the result, the network's is kept as
+``network_object`` and ``refinement.json`` records the fit and the metrics of both.
+
 Outputs in ``inference.output_dir``: ``reconstruction.npz``, ``reconstructed_amplitude.png``,
 ``reconstructed_phase.png``, ``timing.json``, ``metrics.json`` (when the scan has
-``objectGuess``) and, with ``log_patch_stats``, ``{prefix}_patch_stats.json`` /
-``{prefix}_patch_grid.png``.
+``objectGuess``), ``refinement.json`` (when refined) and, with ``log_patch_stats``,
+``{prefix}_patch_stats.json`` / ``{prefix}_patch_grid.png``.
 """
 
 from __future__ import annotations
@@ -229,7 +233,9 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
         files["metrics"] = atomic_write_json(out / "metrics.json", json_safe(metrics))
         if network_obj is not None:
             network_metrics = evaluate_reconstruction(network_obj, data.object, mask=illuminated)
-    if refinement is not None:
+    if refinement is None:
+        (out / "refinement.json").unlink(missing_ok=True)       # not left over from a refined run
+    else:
         files["refinement"] = atomic_write_json(out / "refinement.json", json_safe({
             "steps": refinement.steps, "learning_rate": inf.refine_learning_rate,
             "n_patterns": int(len(used)), "amplitude_factor": refinement.amplitude_factor,
@@ -240,8 +246,8 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
         written = patch_logger.write()
         files["patch_stats"], files["patch_grid"] = Path(written["json"]), Path(written["png"])
     timing = {"load_s": t_load, "predict_s": t_predict, "stitch_s": t_stitch,
-              "refine_s": t_refine, "total_s": time.perf_counter() - t_start, "n_groups": len(grouped),
-              "n_patterns": n_patterns,
+              "refine_s": t_refine, "total_s": time.perf_counter() - t_start,
+              "n_groups": len(grouped), "n_patterns": n_patterns,
               "patterns_per_s": n_patterns / t_predict if t_predict > 0 else None,
               "batch_size": inf.batch_size, "peak_rss_mb": peak_rss_mb()}
     timing.update(timing_extra() if timing_extra is not None else {})
@@ -269,6 +275,6 @@ def _refine(obj: np.ndarray, patterns: np.ndarray, positions: np.ndarray, probe:
     res = refine_object(obj, patterns, positions, probe, intensity_scale, steps=steps,
                         learning_rate=inf.refine_learning_rate, record_every=every,
                         progress=progress)
-    print(f"{name}: refinement lowered the NLL per pattern from {res.nll_start:.6g} to "
-          f"{res.nll_end:.6g}", flush=True)
+    print(f"{name}: refinement: NLL per pattern {res.nll_start:.6g} -> {res.nll_end:.6g}",
+          flush=True)
     return res

@@ -28,7 +28,7 @@ from ptycho.physics import translate
 
 __all__ = ["RefineResult", "ScanLikelihood", "refine_object", "DEFAULT_LEARNING_RATE"]
 
-DEFAULT_LEARNING_RATE = 0.02
+DEFAULT_LEARNING_RATE = 0.1
 _AMPLITUDE_FLOOR = 1e-3           # of the initial amplitude's maximum: log(|O|) stays finite
 _CHUNK = 256                      # patterns per vectorised block (bounds the memory per step)
 _PROBE_CACHE_BYTES = 512 * 2 ** 20

@@ -13,11 +13,13 @@ def test_demo_writes_every_output(tmp_path, capsys):
 
     out = tmp_path / "demo"
     assert demo.main(["--output-dir", str(out), "--n-patterns", "48", "--epochs", "1",
-                      "--batch-size", "8"]) == 0
+                      "--batch-size", "8", "--refine-steps", "4"]) == 0
     printed = capsys.readouterr().out
     assert "| SSIM |" in printed and "(missing)" not in printed
+    assert "network alone" in printed and "after 4 refinement steps" in printed
     for rel in ("data/train.npz", "data/test.npz", "train/model/manifest.json",
                 "train/loss_curve.png", "inference/reconstruction.npz",
+                "inference/refinement.json",
                 "inference/reconstructed_amplitude.png", "inference/torch_patch_stats.json",
                 "inference/torch_patch_grid.png", "evaluation/comparison.png",
                 "evaluation/frc.png"):

@@ -118,3 +118,9 @@ def test_refinement_improves_the_fit_and_is_the_same_on_both_backends(parity_sca
     a, b = rec["torch"]["object"][mask], rec["tf"]["object"][mask]
     assert float(np.max(np.abs(np.abs(a) - np.abs(b)))) <= 1e-3
     assert float(np.max(np.abs(np.angle(a * np.conj(b))))) <= 1e-3
+    # A run without refinement into the same folder leaves no stale refinement output.
+    assert infer_main(["--model_path", str(train_run("torch", gridsize)), "--test_data",
+                       str(test_file), "--output_dir", str(outs["torch"]), "--accelerator",
+                       "cpu", "--backend", "torch"]) == 0
+    assert not (outs["torch"] / "refinement.json").exists()
+    assert "network_object" not in load_recon(outs["torch"])
