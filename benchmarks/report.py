@@ -88,7 +88,10 @@ WHY_MISSED = [
     "`python -m benchmarks.overlap_fit` shows that one pattern alone does not lead gradient "
     "descent to the amplitude while four overlapping ones do; a gridsize-1 run on sparse lines "
     "converged (early stopping after 88 epochs) at amplitude SSIM 0.26. Not yet tried: "
-    "gridsize 2 for hundreds of epochs (a GPU).",
+    "gridsize 2 for hundreds of epochs (a GPU). The networks here are scored without the "
+    "optional physics refinement (`--refine-steps`), which lifts the stitched result above "
+    "SSIM 0.9 in about 100 steps but does so from a flat start as well "
+    "(`python -m benchmarks.refine_start`, docs/quality.md).",
     "- **Time-to-image vs rPIE.** At 512 patterns the fixed costs dominate: reading the bundle "
     "and scan, building the model, stitching with Fourier sub-pixel placement, and writing "
     "PNGs and metrics. The prediction itself runs at the inference pat/s of the table. "
