@@ -7,7 +7,8 @@ what the documentation describes. Output layout under ``--output-dir``::
     train/model/                                      model bundle; train/ also holds the loss curve
     inference/                                        reconstruction.npz, amplitude/phase PNGs,
                                                       metrics.json, timing.json, patch statistics,
-                                                      refinement.json (network-only metrics too)
+                                                      refinement.json/.png (the fit; network-only
+                                                      metrics too)
 
 The network's stitched object is refined by ``--refine-steps`` physics steps against the test
 patterns (``ptycho.refine``); the demo prints the metrics of both.
@@ -151,7 +152,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     print(f"outputs: {out.resolve()}")
     for path in (data_dir / "train_preview.png", train_dir / "loss_curve.png",
-                 infer_dir / "reconstruction.npz", *([refinement] if args.refine_steps else []),
+                 infer_dir / "reconstruction.npz",
+                 *([refinement, infer_dir / "refinement.png"] if args.refine_steps else []),
                  infer_dir / "reconstructed_amplitude.png",
                  infer_dir / "reconstructed_phase.png", eval_dir / "comparison.png",
                  eval_dir / "frc.png"):

@@ -23,8 +23,8 @@ patterns (``ptycho.refine``); the refined object becomes the result, the network
 
 Outputs in ``inference.output_dir``: ``reconstruction.npz``, ``reconstructed_amplitude.png``,
 ``reconstructed_phase.png``, ``timing.json``, ``metrics.json`` (when the scan has
-``objectGuess``), ``refinement.json`` (when refined) and, with ``log_patch_stats``,
-``{prefix}_patch_stats.json`` / ``{prefix}_patch_grid.png``.
+``objectGuess``), ``refinement.json`` and ``refinement.png`` (when refined) and, with
+``log_patch_stats``, ``{prefix}_patch_stats.json`` / ``{prefix}_patch_grid.png``.
 """
 
 from __future__ import annotations
@@ -234,7 +234,8 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
         if network_obj is not None:
             network_metrics = evaluate_reconstruction(network_obj, data.object, mask=illuminated)
     if refinement is None:
-        (out / "refinement.json").unlink(missing_ok=True)       # not left over from a refined run
+        for stale in ("refinement.json", "refinement.png"):   # not left over from a refined run
+            (out / stale).unlink(missing_ok=True)
     else:
         files["refinement"] = atomic_write_json(out / "refinement.json", json_safe({
             "steps": refinement.steps, "learning_rate": inf.refine_learning_rate,
@@ -242,6 +243,12 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
             "nll_per_pattern_start": refinement.nll_start,
             "nll_per_pattern_end": refinement.nll_end, "history": refinement.history,
             "seconds": t_refine, "metrics": metrics, "network_metrics": network_metrics}))
+        if any(h["nll"] > refinement.nll_end for h in refinement.history):
+            from ptycho.plotting import save_refinement_png
+
+            files["refinement_png"] = save_refinement_png(
+                refinement.history, out / "refinement.png",
+                title=f"{title}: refinement against {len(used)} patterns")
     if patch_logger is not None and patch_logger.entries:
         written = patch_logger.write()
         files["patch_stats"], files["patch_grid"] = Path(written["json"]), Path(written["png"])

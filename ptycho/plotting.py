@@ -135,6 +135,33 @@ def save_loss_curve_png(history: Mapping[str, Sequence[float]], path: str | os.P
     return save_figure_png(fig, path)
 
 
+def save_refinement_png(history: Sequence[Mapping[str, float]], path: str | os.PathLike,
+                        title: str = "physics refinement") -> Path:
+    """Plot the refinement's NLL per pattern above its final value against the step.
+
+    ``history``: ``[{"step": int, "nll": float}, ...]`` in step order, the last entry the final
+    NLL (``ptycho.refine.RefineResult.history``). The y axis is logarithmic; points at or below
+    the final value (the last one) are left out. Fewer than two entries raise ``ValueError``.
+    """
+    if len(history) < 2:
+        raise ValueError(f"refinement history needs at least 2 entries, got {len(history)}")
+    steps = np.array([h["step"] for h in history], dtype=np.float64)
+    gap = np.array([h["nll"] for h in history], dtype=np.float64) - float(history[-1]["nll"])
+    ok = np.isfinite(gap) & (gap > 0)
+    if not np.any(ok):
+        raise ValueError("refinement history: no NLL above the final value to plot")
+    fig = new_figure((6.0, 4.0))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(steps[ok], gap[ok], marker="o", markersize=3)
+    ax.set_yscale("log")
+    ax.set_xlabel("refinement step")
+    ax.set_ylabel("NLL per pattern above the final value")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return save_figure_png(fig, path)
+
+
 def save_simulation_preview_png(obj, probe, diffraction, positions, path: str | os.PathLike,
                                 title: str, n_patterns: int = 4) -> Path:
     """One-page overview of a simulated scan.

@@ -114,6 +114,7 @@ def test_refinement_improves_the_fit_and_is_the_same_on_both_backends(parity_sca
         assert not np.allclose(rec[b]["object"], rec[b]["network_object"])
         timing = json.loads((out / "timing.json").read_text())
         assert timing["refine_s"] > 0
+        assert (out / "refinement.png").stat().st_size > 1000
     mask = rec["torch"]["illuminated_mask"]
     a, b = rec["torch"]["object"][mask], rec["tf"]["object"][mask]
     assert float(np.max(np.abs(np.abs(a) - np.abs(b)))) <= 1e-3
@@ -123,4 +124,5 @@ def test_refinement_improves_the_fit_and_is_the_same_on_both_backends(parity_sca
                        str(test_file), "--output_dir", str(outs["torch"]), "--accelerator",
                        "cpu", "--backend", "torch"]) == 0
     assert not (outs["torch"] / "refinement.json").exists()
+    assert not (outs["torch"] / "refinement.png").exists()
     assert "network_object" not in load_recon(outs["torch"])

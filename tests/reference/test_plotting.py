@@ -6,7 +6,7 @@ import pytest
 
 from ptycho.objects import make_object
 from ptycho.plotting import (save_complex_image_png, save_loss_curve_png,
-                             save_simulation_preview_png)
+                             save_refinement_png, save_simulation_preview_png)
 
 
 def _assert_real_png(path, min_side=100):
@@ -42,6 +42,17 @@ def test_loss_curve_png(tmp_path):
         save_loss_curve_png({}, tmp_path / "e.png")
     with pytest.raises(ValueError, match="no finite values"):
         save_loss_curve_png({"loss": [float("nan")]}, tmp_path / "e.png")
+
+
+def test_refinement_png(tmp_path):
+    history = [{"step": 0, "nll": -100.0}, {"step": 5, "nll": -180.0},
+               {"step": 10, "nll": -199.0}, {"step": 12, "nll": -200.0}]
+    _assert_real_png(save_refinement_png(history, tmp_path / "r.png"))
+    with pytest.raises(ValueError, match="at least 2 entries"):
+        save_refinement_png(history[:1], tmp_path / "r.png")
+    with pytest.raises(ValueError, match="no NLL above the final value"):
+        save_refinement_png([{"step": 0, "nll": -5.0}, {"step": 3, "nll": -4.0}],
+                            tmp_path / "r.png")
 
 
 def test_simulation_preview_png(tmp_path):
