@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
+from scipy import fft as _fft
 
 from ptycho.physics import translate
 
@@ -143,8 +144,8 @@ class ScanLikelihood:
             r, c = self._rows[sl], self._cols[sl]
             probe = (self._probes[sl] if self._probes is not None
                      else _shifted_probes(self._scaled, self._frac[sl]))
-            yield sl, r[:, 0], c[:, 0], probe, np.fft.fft2(
-                probe * o[r[:, :, None], c[:, None, :]], norm="ortho")
+            yield sl, r[:, 0], c[:, 0], probe, _fft.fft2(
+                probe * o[r[:, :, None], c[:, None, :]], norm="ortho", workers=-1)
 
     def expected_counts(self, o: np.ndarray) -> np.ndarray:
         """(M, N, N) expected photons ``λ`` for the padded canvas ``o``, zero frequency centred
@@ -171,7 +172,7 @@ class ScanLikelihood:
             total += float(np.sum(lam - k * np.log(lam), dtype=np.float64))
             if gradient:
                 # dNLL / d conj(patch), accumulated onto the canvas.
-                g = np.conj(probe) * np.fft.ifft2((1.0 - k / lam) * far, norm="ortho")
+                g = np.conj(probe) * _fft.ifft2((1.0 - k / lam) * far, norm="ortho", workers=-1)
                 for i in range(g.shape[0]):
                     grad[r0[i]:r0[i] + N, c0[i]:c0[i] + N] += g[i]
         if not gradient:
