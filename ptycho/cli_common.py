@@ -203,6 +203,9 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
          "object (count).", kind=int)
     _add(g, ["refine_learning_rate"], "refine_learning_rate", "inference",
          "Adam step size of the refinement on log-amplitude and phase (radians).", kind=float)
+    _add(g, ["refine_probe"], "refine_probe", "inference",
+         "Refine the scan's probe together with the object (boolean; needs --refine-steps).",
+         kind=bool)
     _add(g, ["log_patch_stats"], "log_patch_stats", "inference",
          "Record statistics and an image grid of predicted patches (boolean).", kind=bool)
     _add(g, ["patch_stats_limit"], "patch_stats_limit", "inference",

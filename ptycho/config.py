@@ -306,9 +306,9 @@ class InferenceConfig:
     every pixel of the crop the same weight.
 
     ``refine_steps`` > 0 refines the stitched object by that many full-scan gradient steps of
-    the Poisson likelihood against the measured patterns (``ptycho.refine``; probe fixed),
-    with Adam at ``refine_learning_rate`` on log-amplitude and phase. 0 keeps the network's
-    stitched object as the result.
+    the Poisson likelihood against the measured patterns (``ptycho.refine``),
+    with Adam at ``refine_learning_rate`` on log-amplitude and phase; ``refine_probe`` refines
+    the scan's probe with it. 0 keeps the network's stitched object as the result.
     """
 
     model_path: Optional[str] = None
@@ -321,6 +321,7 @@ class InferenceConfig:
     stitch_weighting: str = "probe"
     refine_steps: int = 0
     refine_learning_rate: float = 0.1
+    refine_probe: bool = False
 
     def __post_init__(self) -> None:
         s = "inference"
@@ -334,6 +335,8 @@ class InferenceConfig:
         _check_choice(s, "stitch_weighting", self.stitch_weighting, STITCH_WEIGHTINGS)
         _check_min(s, "refine_steps", self.refine_steps, 0)
         _check_positive(s, "refine_learning_rate", self.refine_learning_rate)
+        if self.refine_probe and self.refine_steps == 0:
+            raise _fail(s, "refine_probe", self.refine_probe, "false unless refine_steps > 0")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ bundle of (or for) that backend is read or written.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path

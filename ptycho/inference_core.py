@@ -18,7 +18,8 @@ illuminated region (``ptycho.illumination``), which ``reconstruction.npz`` also 
 ``illuminated_mask``.
 
 With ``inference.refine_steps`` > 0 the stitched object is then refined against all the scan's
-patterns (``ptycho.refine``); the refined object becomes the result, the network's is kept as
+patterns (``ptycho.refine``; with ``inference.refine_probe`` the probe too, kept as
+``refined_probe``); the refined object becomes the result, the network's is kept as
 ``network_object`` and ``refinement.json`` records the fit and the metrics of both.
 
 Outputs in ``inference.output_dir``: ``reconstruction.npz``, ``reconstructed_amplitude.png``,
@@ -218,6 +219,8 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
         "stitch_crop": np.int64(scan.crop), "refine_steps": np.int64(inf.refine_steps)}
     if network_obj is not None:
         arrays["network_object"] = network_obj
+    if refinement is not None and inf.refine_probe:
+        arrays["refined_probe"] = refinement.probe
     files["reconstruction"] = atomic_save_npz(out / "reconstruction.npz", arrays)
     kind = f", refined {inf.refine_steps} steps" if network_obj is not None else ""
     files["amplitude_png"], files["phase_png"] = save_complex_image_png(
@@ -239,6 +242,7 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
     else:
         files["refinement"] = atomic_write_json(out / "refinement.json", json_safe({
             "steps": refinement.steps, "learning_rate": inf.refine_learning_rate,
+            "refine_probe": inf.refine_probe,
             "n_patterns": int(len(used)), "amplitude_factor": refinement.amplitude_factor,
             "nll_per_pattern_start": refinement.nll_start,
             "nll_per_pattern_end": refinement.nll_end, "history": refinement.history,
@@ -272,7 +276,8 @@ def _refine(obj: np.ndarray, patterns: np.ndarray, positions: np.ndarray, probe:
     steps = inf.refine_steps
     every = max(1, steps // 10)
     name = "ptycho_torch.inference" if prefix == "torch" else "ptycho.inference"
-    print(f"{name}: refining the stitched object against {len(patterns)} patterns, "
+    what = "object and probe" if inf.refine_probe else "object"
+    print(f"{name}: refining the stitched {what} against {len(patterns)} patterns, "
           f"{steps} steps (learning rate {inf.refine_learning_rate:g})", flush=True)
 
     def progress(step: int, nll: float) -> None:
@@ -280,8 +285,8 @@ def _refine(obj: np.ndarray, patterns: np.ndarray, positions: np.ndarray, probe:
             print(f"{name}: refine step {step}/{steps}, NLL per pattern {nll:.6g}", flush=True)
 
     res = refine_object(obj, patterns, positions, probe, intensity_scale, steps=steps,
-                        learning_rate=inf.refine_learning_rate, record_every=every,
-                        progress=progress)
+                        learning_rate=inf.refine_learning_rate, refine_probe=inf.refine_probe,
+                        record_every=every, progress=progress)
     print(f"{name}: refinement: NLL per pattern {res.nll_start:.6g} -> {res.nll_end:.6g}",
           flush=True)
     return res

@@ -3,7 +3,7 @@
 The network's stitched object is a fast first estimate. ``refine_object`` improves it by
 gradient steps on the same Poisson likelihood the network was trained with, now with every
 object pixel free and every scan pattern fitted jointly (the overlap of the whole scan, not of
-one group), with the probe fixed. It is the same for both backends, so a TensorFlow and a
+one group); the probe is fixed or, optionally, refined with it. It is the same for both backends, so a TensorFlow and a
 PyTorch model that stitch the same object also refine to the same object.
 
 Forward model (DESIGN §2): expected counts ``λ_m = (s · |F(P · O_m)|)²`` with ``O_m`` the
@@ -30,15 +30,15 @@ from typing import Callable, Optional
 import numpy as np
 from scipy import fft as _fft
 
-from ptycho.physics import translate
-
-__all__ = ["RefineResult", "ScanLikelihood", "refine_object", "DEFAULT_LEARNING_RATE"]
+__all__ = ["RefineResult", "ScanLikelihood", "refine_object", "DEFAULT_LEARNING_RATE",
+           "PROBE_STEP_FRACTION"]
 
 DEFAULT_LEARNING_RATE = 0.1
 _AMPLITUDE_FLOOR = 1e-3           # of the initial amplitude's maximum: log(|O|) stays finite
 _CHUNK = 256                      # patterns per vectorised block (bounds the memory per step)
 _PROBE_CACHE_BYTES = 512 * 2 ** 20
 _FULL_STEP_ILLUMINATION = 0.1     # relative illumination from which a pixel takes full steps
+PROBE_STEP_FRACTION = 0.1         # probe step, per unit of learning rate, of its peak amplitude
 
 
 @dataclass
@@ -46,19 +46,29 @@ class RefineResult:
     """Refined (H, W) complex64 object; the global amplitude factor applied to the start so that
     it predicts the measured photon total; the mean per-pattern NLL (``λ − K log λ``, summed
     over pixels) of that rescaled start and after the last step, and every ``record_every``
-    steps (``history``: ``{"step", "nll"}`` with the NLL before that step's update)."""
+    steps (``history``: ``{"step", "nll"}`` with the NLL before that step's update); the probe
+    (N, N complex64: the one given, or the refined one with ``refine_probe``)."""
     obj: np.ndarray
     steps: int
     amplitude_factor: float
+    probe: np.ndarray
     nll_start: float
     nll_end: float
     history: list = field(default_factory=list)
 
 
-def _shifted_probes(probe: np.ndarray, frac: np.ndarray) -> np.ndarray:
-    """(M, N, N) probes moved by each position's fractional part (Fourier shift)."""
-    stack = np.broadcast_to(probe, (len(frac),) + probe.shape)
-    return translate(stack, frac, interpolation="fourier").astype(np.complex64)
+def _ramps(frac: np.ndarray, N: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-axis Fourier factors (M, N) that move an N x N image by ``frac`` (M, 2) pixels."""
+    k = np.fft.fftfreq(N)
+    ry = np.exp(-2j * np.pi * frac[:, 0, None] * k[None, :]).astype(np.complex64)
+    rx = np.exp(-2j * np.pi * frac[:, 1, None] * k[None, :]).astype(np.complex64)
+    return ry, rx
+
+
+def _shifted_probes(probe_ft: np.ndarray, ry: np.ndarray, rx: np.ndarray) -> np.ndarray:
+    """(M, N, N) probes moved by each pattern's fraction (circular Fourier shift of the N x N
+    probe, whose support lies well inside its window)."""
+    return _fft.ifft2(probe_ft * ry[:, :, None] * rx[:, None, :], workers=-1).astype(np.complex64)
 
 
 def _check_inputs(obj, diffraction, positions, probe) -> tuple:
@@ -110,13 +120,25 @@ class ScanLikelihood:
         # The unshifted FFT frame: the data's zero frequency moves to pixel (0, 0) once.
         self.counts = np.fft.ifftshift(np.asarray(counts, np.float32), axes=(-2, -1))
         self.total_counts = float(self.counts.sum(dtype=np.float64))
-        self._scaled = np.asarray(probe, np.complex64) * np.float32(intensity_scale)
-        self._frac = positions - base
-        # Shifted probes are kept when they fit in _PROBE_CACHE_BYTES, else made per block.
-        self._probes = (_shifted_probes(self._scaled, self._frac)
-                        if M * N * N * 8 <= _PROBE_CACHE_BYTES else None)
+        self.scale = np.float32(intensity_scale)
+        self._ry, self._rx = _ramps(positions - base, N)
+        self._cache = M * N * N * 8 <= _PROBE_CACHE_BYTES
         self._rows = self.starts[:, 0, None] + np.arange(N)
         self._cols = self.starts[:, 1, None] + np.arange(N)
+        self.set_probe(probe)
+
+    def set_probe(self, probe: np.ndarray) -> None:
+        """Use ``probe`` (N, N, without the intensity scale) from now on."""
+        self.probe = np.asarray(probe, np.complex64)
+        self._probe_ft = _fft.fft2(self.probe * self.scale, workers=-1)
+        # Shifted probes are kept when they fit in _PROBE_CACHE_BYTES, else made per block.
+        self._probes = (_shifted_probes(self._probe_ft, self._ry, self._rx)
+                        if self._cache else None)
+
+    def _block_probes(self, sl: slice) -> np.ndarray:
+        if self._probes is not None:
+            return self._probes[sl]
+        return _shifted_probes(self._probe_ft, self._ry[sl], self._rx[sl])
 
     def seen(self) -> np.ndarray:
         """(padded) bool mask of the pixels inside at least one patch."""
@@ -131,8 +153,7 @@ class ScanLikelihood:
         N = self.N
         for lo in range(0, self.M, _CHUNK):
             sl = slice(lo, min(lo + _CHUNK, self.M))
-            probe = (self._probes[sl] if self._probes is not None
-                     else _shifted_probes(self._scaled, self._frac[sl]))
+            probe = self._block_probes(sl)
             power = probe.real ** 2 + probe.imag ** 2
             for (r0, c0), p in zip(self.starts[sl], power):
                 total[r0:r0 + N, c0:c0 + N] += p
@@ -142,8 +163,7 @@ class ScanLikelihood:
         for lo in range(0, self.M, _CHUNK):
             sl = slice(lo, min(lo + _CHUNK, self.M))
             r, c = self._rows[sl], self._cols[sl]
-            probe = (self._probes[sl] if self._probes is not None
-                     else _shifted_probes(self._scaled, self._frac[sl]))
+            probe = self._block_probes(sl)
             yield sl, r[:, 0], c[:, 0], probe, _fft.fft2(
                 probe * o[r[:, :, None], c[:, None, :]], norm="ortho", workers=-1)
 
@@ -160,30 +180,61 @@ class ScanLikelihood:
         return sum(float(np.sum(f.real ** 2 + f.imag ** 2, dtype=np.float64))
                    for *_, f in self._far_fields(o))
 
-    def nll(self, log_amp: np.ndarray, phase: np.ndarray, gradient: bool = True):
+    def nll(self, log_amp: np.ndarray, phase: np.ndarray, gradient: bool = True,
+            probe_gradient: bool = False):
         """Mean per-pattern NLL of ``O = exp(log_amp + i phase)`` (padded arrays) and, with
-        ``gradient``, its derivatives with respect to ``log_amp`` and ``phase``."""
+        ``gradient``, its derivatives with respect to ``log_amp`` and ``phase``; with
+        ``probe_gradient`` also ``dNLL / d conj(probe)`` (N, N complex, Wirtinger; the real
+        and imaginary parts' derivatives are twice its real and imaginary parts)."""
         o = np.exp(log_amp + 1j * phase).astype(np.complex64)
         grad = np.zeros(self.padded_shape, np.complex64) if gradient else None
+        probe_ft_grad = np.zeros((self.N, self.N), np.complex64) if probe_gradient else None
         total, N = 0.0, self.N
         for sl, r0, c0, probe, far in self._far_fields(o):
             lam = np.maximum(far.real ** 2 + far.imag ** 2, 1e-8)
             k = self.counts[sl]
             total += float(np.sum(lam - k * np.log(lam), dtype=np.float64))
+            if gradient or probe_gradient:
+                back = _fft.ifft2((1.0 - k / lam) * far, norm="ortho", workers=-1)
             if gradient:
                 # dNLL / d conj(patch), accumulated onto the canvas.
-                g = np.conj(probe) * _fft.ifft2((1.0 - k / lam) * far, norm="ortho", workers=-1)
+                g = np.conj(probe) * back
                 for i in range(g.shape[0]):
                     grad[r0[i]:r0[i] + N, c0[i]:c0[i] + N] += g[i]
-        if not gradient:
-            return total / self.M
-        z = np.conj(grad) * o             # d/d(log|O|) = 2 Re z, d/d(phase) = -2 Im z
-        return (total / self.M, (2.0 * z.real / self.M).astype(np.float32),
-                (-2.0 * z.imag / self.M).astype(np.float32))
+            if probe_gradient:
+                # dNLL / d conj(shifted probe), moved back (the adjoint shift) and summed.
+                rows, cols = self._rows[sl], self._cols[sl]
+                gp = np.conj(o[rows[:, :, None], cols[:, None, :]]) * back
+                spec = _fft.fft2(gp, workers=-1) * np.conj(self._ry[sl][:, :, None]
+                                                           * self._rx[sl][:, None, :])
+                probe_ft_grad += spec.sum(axis=0)
+        value = total / self.M
+        if not (gradient or probe_gradient):
+            return value
+        out = [value]
+        if gradient:
+            z = np.conj(grad) * o          # d/d(log|O|) = 2 Re z, d/d(phase) = -2 Im z
+            out += [(2.0 * z.real / self.M).astype(np.float32),
+                    (-2.0 * z.imag / self.M).astype(np.float32)]
+        if probe_gradient:
+            out.append((_fft.ifft2(probe_ft_grad, workers=-1) * self.scale / self.M)
+                       .astype(np.complex64))
+        return tuple(out)
+
+
+def _adam(param, grad, m, v, step: int, size, beta1=0.9, beta2=0.999, eps=1e-8) -> None:
+    """One in-place Adam update of ``param`` with step ``size`` (scalar or per element)."""
+    m *= beta1
+    m += (1 - beta1) * grad
+    v *= beta2
+    v += (1 - beta2) * grad * grad
+    param -= (size * (m / (1 - beta1 ** step))
+              / (np.sqrt(v / (1 - beta2 ** step)) + eps)).astype(param.dtype)
 
 
 def refine_object(obj, diffraction, positions, probe, intensity_scale: float, *, steps: int,
-                  learning_rate: float = DEFAULT_LEARNING_RATE, record_every: int = 0,
+                  learning_rate: float = DEFAULT_LEARNING_RATE, refine_probe: bool = False,
+                  record_every: int = 0,
                   progress: Optional[Callable[[int, float], None]] = None) -> RefineResult:
     """Refine ``obj`` (H, W complex, canvas frame) against ``diffraction`` (M, N, N amplitudes
     ``sqrt(counts)``, zero frequency at ``(N//2, N//2)``) measured at ``positions`` (M, 2) patch
@@ -192,7 +243,11 @@ def refine_object(obj, diffraction, positions, probe, intensity_scale: float, *,
     factor that makes it predict the measured photon total; then ``steps`` Adam steps with
     ``learning_rate`` on the log-amplitude and phase. ``progress(step, nll)`` is called after
     every step with the NLL before that step's update. Canvas pixels no pattern sees are
-    returned unchanged.
+    returned unchanged. ``refine_probe`` also refines the probe (real and imaginary part of
+    each pixel, Adam steps of ``PROBE_STEP_FRACTION * learning_rate`` times the probe's peak
+    amplitude), from the first tenth of the steps on, once the object has moved towards the
+    data; the object and the probe then share the usual ambiguities (a global factor between
+    them, small opposite shifts).
     """
     obj, diffraction, positions, probe = _check_inputs(obj, diffraction, positions, probe)
     steps = int(steps)
@@ -218,23 +273,26 @@ def refine_object(obj, diffraction, positions, probe, intensity_scale: float, *,
     # Weakly illuminated pixels carry little information; their Adam steps shrink with it.
     damping = np.minimum(like.illumination() / _FULL_STEP_ILLUMINATION, 1.0).astype(np.float32)
     params = (log_amp, phase)
-    first = [np.zeros_like(p) for p in params]
-    second = [np.zeros_like(p) for p in params]
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    moments = [(np.zeros_like(p), np.zeros_like(p)) for p in params]
+    probe_parts = np.stack([like.probe.real, like.probe.imag]).astype(np.float32)
+    probe_moments = (np.zeros_like(probe_parts), np.zeros_like(probe_parts))
+    probe_size = PROBE_STEP_FRACTION * learning_rate * float(np.abs(like.probe).max())
+    probe_from = max(1, steps // 10)
     history = []
     nll_start = None
     for step in range(1, steps + 1):
-        value, *grads = like.nll(log_amp, phase)
+        with_probe = refine_probe and step > probe_from
+        value, *grads = like.nll(log_amp, phase, probe_gradient=with_probe)
         nll_start = value if nll_start is None else nll_start
         if record_every and (step - 1) % record_every == 0:
             history.append({"step": step - 1, "nll": value})
-        for p, g, m, v in zip(params, grads, first, second):
-            m *= beta1
-            m += (1 - beta1) * g
-            v *= beta2
-            v += (1 - beta2) * g * g
-            p -= (learning_rate * damping * (m / (1 - beta1 ** step))
-                  / (np.sqrt(v / (1 - beta2 ** step)) + eps)).astype(np.float32)
+        for p, g, (m, v) in zip(params, grads[:2], moments):
+            _adam(p, g, m, v, step, learning_rate * damping)
+        if with_probe:
+            g = grads[2]
+            _adam(probe_parts, np.stack([2 * g.real, 2 * g.imag]), *probe_moments,
+                  step - probe_from, probe_size)
+            like.set_probe(probe_parts[0] + 1j * probe_parts[1])
         if progress is not None:
             progress(step, value)
     nll_end = like.nll(log_amp, phase, gradient=False)
@@ -242,6 +300,6 @@ def refine_object(obj, diffraction, positions, probe, intensity_scale: float, *,
         history.append({"step": steps, "nll": nll_end})
     refined = np.exp(log_amp[like.inner] + 1j * phase[like.inner]).astype(np.complex64)
     out = np.where(like.seen()[like.inner], refined, np.asarray(obj, np.complex64))
-    return RefineResult(obj=out, steps=steps, amplitude_factor=factor,
+    return RefineResult(obj=out, steps=steps, amplitude_factor=factor, probe=like.probe.copy(),
                         nll_start=float(nll_end if nll_start is None else nll_start),
                         nll_end=float(nll_end), history=history)

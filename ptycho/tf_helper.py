@@ -158,7 +158,7 @@ def _place_shared(patches, wy, wx):
     """``Σ_m wy[m]^T @ patches[m] @ wx[m]`` summed onto one canvas (the adjoint of
     :func:`_sample_shared`). patches ``(M, n, n)``, wy ``(M, n, H)``, wx ``(M, n, W)`` -> (H, W)."""
     def one(p):
-        n, h, w = p.shape[-1], wy.shape[-1], wx.shape[-1]
+        h, w = wy.shape[-1], wx.shape[-1]
         a = tf.matmul(wy, p, transpose_a=True)                        # (M, H, n)
         a = tf.reshape(tf.transpose(a, (1, 0, 2)), [h, -1])           # (H, M*n)
         return tf.matmul(a, tf.reshape(wx, [-1, w]))                  # (H, W)

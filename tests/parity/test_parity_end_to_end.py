@@ -89,8 +89,9 @@ def test_on_the_fly_conversion_same_stitched_object(infer_run, model_backend):
 @pytest.mark.parametrize("gridsize", [1, 2])
 def test_refinement_improves_the_fit_and_is_the_same_on_both_backends(parity_scan, train_run,
                                                                        tmp_path, gridsize):
-    """``--refine-steps``: both backends refine the same stitched object to the same result,
-    lower the NLL, keep the network's object, and record both sets of metrics."""
+    """``--refine-steps`` (gridsize 2 also ``--refine-probe``): both backends refine the same
+    stitched object (and probe) to the same result, lower the NLL, keep the network's object,
+    and record both sets of metrics."""
     from ptycho.cli import infer_main
 
     _, test_file = parity_scan
@@ -100,7 +101,8 @@ def test_refinement_improves_the_fit_and_is_the_same_on_both_backends(parity_sca
         assert infer_main(["--model_path", str(train_run("torch", gridsize)), "--test_data",
                            str(test_file), "--output_dir", str(out), "--accelerator", "cpu",
                            "--backend", run_backend, "--refine-steps", "8",
-                           "--refine-learning-rate", "0.03"]) == 0
+                           "--refine-learning-rate", "0.03",
+                           *(["--refine-probe"] if gridsize == 2 else [])]) == 0
         outs[run_backend] = out
     rec = {b: load_recon(o) for b, o in outs.items()}
     for b, out in outs.items():
@@ -112,6 +114,8 @@ def test_refinement_improves_the_fit_and_is_the_same_on_both_backends(parity_sca
         assert info["network_metrics"]["amp_mae"] != info["metrics"]["amp_mae"]
         assert int(rec[b]["refine_steps"]) == 8
         assert not np.allclose(rec[b]["object"], rec[b]["network_object"])
+        assert info["refine_probe"] == (gridsize == 2)
+        assert ("refined_probe" in rec[b]) == (gridsize == 2)
         timing = json.loads((out / "timing.json").read_text())
         assert timing["refine_s"] > 0
         assert (out / "refinement.png").stat().st_size > 1000
@@ -119,6 +123,9 @@ def test_refinement_improves_the_fit_and_is_the_same_on_both_backends(parity_sca
     a, b = rec["torch"]["object"][mask], rec["tf"]["object"][mask]
     assert float(np.max(np.abs(np.abs(a) - np.abs(b)))) <= 1e-3
     assert float(np.max(np.abs(np.angle(a * np.conj(b))))) <= 1e-3
+    if gridsize == 2:
+        pa, pb = rec["torch"]["refined_probe"], rec["tf"]["refined_probe"]
+        assert float(np.max(np.abs(pa - pb))) <= 1e-3 * float(np.max(np.abs(pa)))
     # A run without refinement into the same folder leaves no stale refinement output.
     assert infer_main(["--model_path", str(train_run("torch", gridsize)), "--test_data",
                        str(test_file), "--output_dir", str(outs["torch"]), "--accelerator",

@@ -103,7 +103,10 @@ BOOL_FLAGS = [
     ("training", ["deterministic"], "execution.deterministic"),
     ("training", ["jit_compile", "jit-compile"], "execution.jit_compile"),
     ("inference", ["jit_compile", "jit-compile"], "execution.jit_compile"),
+    ("inference", ["refine_probe", "refine-probe"], "inference.refine_probe"),
 ]
+# Flags that are valid only together with another one: the other flag and the field it sets.
+REQUIRES = {"inference.refine_probe": (["--refine-steps", "5"], "inference.refine_steps")}
 
 
 def _value_cases():
@@ -115,9 +118,12 @@ def _value_cases():
 
 def _bool_cases():
     for context, names, dotted in BOOL_FLAGS:
+        extra = REQUIRES.get(dotted, ([], None))[0]
         for name in names:
-            yield pytest.param(context, [f"--{name}"], dotted, True, id=f"{context}:--{name}")
-            yield pytest.param(context, [f"--no-{name}"], dotted, False, id=f"{context}:--no-{name}")
+            yield pytest.param(context, [*extra, f"--{name}"], dotted, True,
+                               id=f"{context}:--{name}")
+            yield pytest.param(context, [*extra, f"--no-{name}"], dotted, False,
+                               id=f"{context}:--no-{name}")
 
 
 @pytest.mark.parametrize("context, argv, dotted, expected", [*_value_cases(), *_bool_cases()])
@@ -128,7 +134,7 @@ def test_flag_reaches_field(context, argv, dotted, expected):
     default = PtychoConfig()
     changed = {f"{s}.{k}" for s, fields in config.to_dict().items()
                for k, v in fields.items() if v != default.to_dict()[s][k]}
-    assert changed <= {dotted, "data.seed", "execution.seed"}
+    assert changed <= {dotted, "data.seed", "execution.seed", REQUIRES.get(dotted, (0, None))[1]}
 
 
 def test_table_covers_every_registered_flag():

@@ -81,6 +81,45 @@ def test_gradient_is_the_derivative_of_the_nll():
         assert numeric == pytest.approx(analytic, rel=1e-2), which
 
 
+def test_probe_gradient_is_the_derivative_of_the_nll():
+    obj, probe, pos, counts = scan(step=6.0)
+    rng = np.random.default_rng(3)
+    like = ScanLikelihood(counts * 1.3, pos, probe, SCALE, obj.shape)
+    base = padded(like, obj)
+    la = np.log(np.maximum(np.abs(base), 0.3)).astype(np.float32)
+    ph = np.angle(base).astype(np.float32)
+    g = like.nll(la, ph, gradient=False, probe_gradient=True)[1]
+    p0 = like.probe.copy()
+    for part in (1.0, 1j):                 # real and imaginary parts of every probe pixel
+        d = (rng.standard_normal(p0.shape) * np.abs(p0) / np.abs(p0).max()).astype(np.float32)
+        t = 1e-3 * float(np.abs(p0).max())
+        values = []
+        for sign in (1, -1):
+            like.set_probe(p0 + sign * t * part * d)
+            values.append(like.nll(la, ph, gradient=False))
+        numeric = (values[0] - values[1]) / (2 * t)
+        wirtinger = g.real if part == 1.0 else g.imag
+        analytic = float(np.sum(2.0 * wirtinger.astype(np.float64) * d))
+        assert numeric == pytest.approx(analytic, rel=1e-2), part
+        like.set_probe(p0)
+
+
+def test_probe_refinement_recovers_from_a_wrong_probe():
+    obj, probe, pos, counts = scan()
+    wrong = default_probe(N, quadratic_phase=1.2 * np.pi)
+    wrong *= np.sqrt(np.sum(np.abs(probe) ** 2) / np.sum(np.abs(wrong) ** 2))
+
+    def probe_corr(p):
+        return abs(np.vdot(probe, p)) / np.linalg.norm(probe) / np.linalg.norm(p)
+
+    fixed = refine_object(obj, np.sqrt(counts), pos, wrong, SCALE, steps=150)
+    free = refine_object(obj, np.sqrt(counts), pos, wrong, SCALE, steps=150, refine_probe=True)
+    assert np.array_equal(fixed.probe, np.asarray(wrong, np.complex64))
+    assert free.nll_end < fixed.nll_end
+    assert probe_corr(free.probe) > probe_corr(wrong) + 0.1, (probe_corr(wrong),
+                                                              probe_corr(free.probe))
+
+
 def test_refinement_from_a_flat_start_recovers_the_object():
     obj, probe, pos, counts = scan()
     start = np.ones(obj.shape, np.complex64)
