@@ -199,10 +199,11 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
          choices=STITCH_WEIGHTINGS)
     _add(g, ["refine_steps"], "refine_steps", "inference",
          "After stitching, refine the object by this many gradient steps of the Poisson "
-         "likelihood against all measured patterns, probe fixed; 0 keeps the network's "
-         "object (count).", kind=int)
+         "likelihood against all measured patterns (probe fixed unless --refine-probe); 0 "
+         "keeps the network's object (count).", kind=int)
     _add(g, ["refine_learning_rate"], "refine_learning_rate", "inference",
-         "Adam step size of the refinement on log-amplitude and phase (radians).", kind=float)
+         "Adam step size of the refinement (per step: natural-log units of the amplitude, "
+         "radians of the phase).", kind=float)
     _add(g, ["refine_probe"], "refine_probe", "inference",
          "Refine the scan's probe together with the object (boolean; needs --refine-steps).",
          kind=bool)
