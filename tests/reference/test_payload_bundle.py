@@ -14,7 +14,7 @@ from ptycho.bundle import (
     read_manifest,
     write_bundle,
 )
-from ptycho.config_bridge import Override, resolve_config
+from ptycho.config_bridge import resolve_config
 from ptycho.payload import DataStatistics, InferencePayload, TrainingPayload, file_provenance
 
 N = 32

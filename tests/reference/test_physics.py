@@ -334,7 +334,7 @@ def test_group_reassemble_fractional_offsets_band_limited(interp, tol):
     member position = centre + fractional offset, come back nearly unchanged, and with the
     offsets' sign flipped they do not: the sign convention matches the object. (Fourier's
     residual comes from the ringing count of the hard-edged footprint; bilinear blurs.)"""
-    N, C = 32, 4
+    N = 32
     offs = np.array([[[-2.3, -1.6], [-2.1, 2.4], [1.7, -2.2], [2.6, 1.9]]])
     blob_y, blob_x = 0.4, -0.7  # blob position relative to the group centre
     patches = np.stack([
