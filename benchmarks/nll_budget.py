@@ -21,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from ptycho import physics
+from benchmarks.report import markdown_table
 from ptycho.atomic import atomic_write_json
 from ptycho.data.contract import load_npz
 from ptycho.payload import DataStatistics
@@ -83,11 +84,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result = nll_budget(a.data, a.n_patterns)
     print(f"{result['data']}: {result['n_patterns']} patterns, "
           f"{result['mean_photons']:.4g} photons per pattern")
-    print("| object | NLL per pattern | above the true object | count factor |")
-    print("|---|---|---|---|")
-    for r in result["rows"]:
-        print(f"| {r['object']} | {r['nll_per_pattern']:.7g} | {r['nll_above_truth']:.4g} "
-              f"| {r['count_factor']:.3f} |")
+    print(markdown_table(
+        ["object", "NLL per pattern", "above the true object", "count factor"],
+        [[r["object"], f"{r['nll_per_pattern']:.7g}", f"{r['nll_above_truth']:.4g}",
+          f"{r['count_factor']:.3f}"] for r in result["rows"]]))
     if a.json:
         atomic_write_json(a.json, result)
     return 0

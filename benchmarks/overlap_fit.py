@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from benchmarks.report import markdown_table
 from ptycho.atomic import atomic_write_json
 from ptycho.data.contract import load_npz
 from ptycho.physics import window_margin
@@ -148,13 +149,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.error(str(exc))
     print(f"{result['data']}: patterns nearest to pattern {result['centre']}, "
           f"{result['steps']} Adam steps from a flat object")
-    print("| patterns fitted | step | amplitude corr | phase corr | NLL above truth per pattern |")
-    print("|---|---|---|---|---|")
-    for r in result["rows"]:
-        for s in [*r["trajectory"], r]:
-            print(f"| {r['k']} | {s['step'] if 'step' in s else r['steps']} "
-                  f"| {s['amplitude_corr']:.3f} | {s['phase_corr']:.3f} "
-                  f"| {s['nll_above_truth']:.4g} |")
+    print(markdown_table(
+        ["patterns fitted", "step", "amplitude corr", "phase corr", "NLL above truth per pattern"],
+        [[r["k"], s["step"] if "step" in s else r["steps"], f"{s['amplitude_corr']:.3f}",
+          f"{s['phase_corr']:.3f}", f"{s['nll_above_truth']:.4g}"]
+         for r in result["rows"] for s in [*r["trajectory"], r]]))
     if a.json:
         atomic_write_json(a.json, result)
     return 0

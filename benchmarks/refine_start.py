@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from benchmarks.report import markdown_table
 from ptycho.atomic import atomic_write_json
 from ptycho.bundle import read_manifest
 from ptycho.data.contract import load_npz
@@ -93,11 +94,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 a.learning_rate)
     except ValueError as exc:
         p.error(str(exc))
-    print("| start | steps | amplitude SSIM | phase SSIM | NLL per pattern | seconds |")
-    print("|---|---|---|---|---|---|")
-    for r in result["rows"]:
-        print(f"| {r['start']} | {r['steps']} | {r['amp_ssim']:.3f} | {r['phase_ssim']:.3f} "
-              f"| {r['nll_per_pattern']:.6g} | {r['seconds']:.1f} |")
+    print(markdown_table(
+        ["start", "steps", "amplitude SSIM", "phase SSIM", "NLL per pattern", "seconds"],
+        [[r["start"], r["steps"], f"{r['amp_ssim']:.3f}", f"{r['phase_ssim']:.3f}",
+          f"{r['nll_per_pattern']:.6g}", f"{r['seconds']:.1f}"] for r in result["rows"]]))
     if a.json:
         atomic_write_json(a.json, result)
     return 0

@@ -240,7 +240,8 @@ def evaluate_targets(results: dict, backends) -> list[dict]:
     return rows
 
 
-def _table(header: list, rows: list) -> str:
+def markdown_table(header: list, rows: list) -> str:
+    """A Markdown table: ``header`` cells, then one line per row (cells through ``str``)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
@@ -278,9 +279,9 @@ def render_markdown(results: dict) -> str:
     out += METHOD
     out += ["## Targets", "", "Reported, not asserted. NOT MEASURED means the inputs were not "
             "run in this benchmark (see the notes).", ""]
-    out.append(_table(["target", "backend", "status", "value"],
-                      [[r["description"], r["backend"], f"**{r['status']}**", r["value"]]
-                       for r in results.get("targets", [])]))
+    out.append(markdown_table(["target", "backend", "status", "value"],
+                              [[r["description"], r["backend"], f"**{r['status']}**", r["value"]]
+                               for r in results.get("targets", [])]))
     if any(r.get("status") == "MISSED" for r in results.get("targets", [])):
         out += ["", *WHY_MISSED]
     out += ["", "## Quality and speed per scenario", "",
@@ -303,9 +304,10 @@ def render_markdown(results: dict) -> str:
                          _fmt(tr.get("patterns_per_s")), _fmt(tr.get("peak_rss_mb")),
                          _fmt(inf.get("time_to_image_s")), _fmt(inf.get("patterns_per_s")),
                          _fmt(inf.get("ratio_to_rpie"))])
-    out.append(_table(["scenario", "backend", "amp SSIM", "phase SSIM", "amp PSNR", "phase PSNR",
-                       "amp FRC50", "epoch s", "train pat/s", "train RSS MB", "time-to-image s",
-                       "infer pat/s", "÷ rPIE@100"], rows))
+    out.append(markdown_table(
+        ["scenario", "backend", "amp SSIM", "phase SSIM", "amp PSNR", "phase PSNR", "amp FRC50",
+         "epoch s", "train pat/s", "train RSS MB", "time-to-image s", "infer pat/s",
+         "÷ rPIE@100"], rows))
     out += ["", "## Pty-chi reference (known probe, CPU)", "",
             "Pty-chi " + str(meta["versions"].get("ptychi", "?")) + " in its own environment "
             "(`benchmarks/.venv-ptychi`), ePIE (alpha 1), rPIE (alpha 0.1) (both in minibatches of M/8 "
@@ -325,8 +327,8 @@ def render_markdown(results: dict) -> str:
                 rows.append([key, alg, it, r.get("batch_size", "—"), _fmt(r.get("total_s")),
                              _fmt(r.get("amp_ssim")), _fmt(r.get("phase_ssim")),
                              _fmt(r.get("amp_frc50"))])
-    out.append(_table(["data", "algorithm", "iterations", "batch", "time s", "amp SSIM",
-                       "phase SSIM", "amp FRC50"], rows))
+    out.append(markdown_table(["data", "algorithm", "iterations", "batch", "time s", "amp SSIM",
+                               "phase SSIM", "amp FRC50"], rows))
     fl = results.get("flops", {})
     out += ["", "## Convolution FLOP rate", "",
             "Network convolution FLOPs from the layer shapes (3x3 'same' convs, 2·H·W·9·Cin·Cout; "
@@ -346,8 +348,8 @@ def render_markdown(results: dict) -> str:
         peak = _num(m.get("best_gflops"))
         rows.append([b, _fmt(peak), _fmt(med),
                      _fmt(med / peak if med and peak else None)])
-    out.append(_table(["backend", "measured conv GFLOP/s", "training GFLOP/s (median)",
-                       "fraction"], rows))
+    out.append(markdown_table(["backend", "measured conv GFLOP/s", "training GFLOP/s (median)",
+                               "fraction"], rows))
     sc = results.get("scaling")
     out += ["", "## Inference scaling (CPU)", ""]
     if not sc:
@@ -359,8 +361,8 @@ def render_markdown(results: dict) -> str:
             for r in info["rows"]:
                 rows.append([b, r["M"], _fmt(r["time_to_image_s"]), _fmt(r["patterns_per_s"]),
                              _fmt(r["peak_rss_mb"])])
-        out.append(_table(["backend", "patterns", "time-to-image s", "patterns/s",
-                           "peak RSS MB"], rows))
+        out.append(markdown_table(["backend", "patterns", "time-to-image s", "patterns/s",
+                                   "peak RSS MB"], rows))
         out.append("")
         for b, info in sc["backends"].items():
             f = info["memory_fit"]

@@ -147,14 +147,15 @@ def prepare_scan(config) -> PreparedScan:
 
 def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: str, title: str,
                      t_start: float, t_load: float, intensity_scale: float,
-                     timing_extra: Optional[Callable[[], dict]] = None) -> InferenceResult:
+                     timing_extra: Optional[Callable[[], dict]] = None,
+                     log: Callable[[str], None] = print) -> InferenceResult:
     """Predict every group batch by batch (the last partial batch included), stitch as it goes,
     optionally refine the stitched object (``inference.refine_steps``, with the model's
     ``intensity_scale``), and write all outputs atomically. Each batch's patterns are read from
     the scan file just before it is predicted; the file is closed once every batch is done (and
     the refinement has read its patterns). ``prefix`` is ``"tf"`` or ``"torch"``;
     ``timing_extra`` returns backend facts (device, peak accelerator memory) read after the
-    predictions."""
+    predictions; ``log`` receives the refinement's progress lines."""
     from ptycho.plotting import save_complex_image_png
 
     inf = config.inference
@@ -201,7 +202,7 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
     if refine_patterns is not None:
         ts = time.perf_counter()
         refinement = _refine(result.obj, refine_patterns, positions, data.probe,
-                             intensity_scale, inf, prefix)
+                             intensity_scale, inf, log)
         del refine_patterns
         final, network_obj = refinement.obj, result.obj
         t_refine = time.perf_counter() - ts
@@ -269,24 +270,22 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
 
 
 def _refine(obj: np.ndarray, patterns: np.ndarray, positions: np.ndarray, probe: np.ndarray,
-            intensity_scale: float, inf, prefix: str):
+            intensity_scale: float, inf, log: Callable[[str], None]):
     """``ptycho.refine.refine_object`` with a progress line about every tenth of the steps."""
     from ptycho.refine import refine_object
 
     steps = inf.refine_steps
     every = max(1, steps // 10)
-    name = "ptycho_torch.inference" if prefix == "torch" else "ptycho.inference"
     what = "object and probe" if inf.refine_probe else "object"
-    print(f"{name}: refining the stitched {what} against {len(patterns)} patterns, "
-          f"{steps} steps (learning rate {inf.refine_learning_rate:g})", flush=True)
+    log(f"refining the stitched {what} against {len(patterns)} patterns, {steps} steps "
+        f"(learning rate {inf.refine_learning_rate:g})")
 
     def progress(step: int, nll: float) -> None:
         if step % every == 0 or step == steps:
-            print(f"{name}: refine step {step}/{steps}, NLL per pattern {nll:.6g}", flush=True)
+            log(f"refine step {step}/{steps}, NLL per pattern {nll:.6g}")
 
     res = refine_object(obj, patterns, positions, probe, intensity_scale, steps=steps,
                         learning_rate=inf.refine_learning_rate, refine_probe=inf.refine_probe,
                         record_every=every, progress=progress)
-    print(f"{name}: refinement: NLL per pattern {res.nll_start:.6g} -> {res.nll_end:.6g}",
-          flush=True)
+    log(f"refinement: NLL per pattern {res.nll_start:.6g} -> {res.nll_end:.6g}")
     return res

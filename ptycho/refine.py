@@ -16,9 +16,10 @@ stay inside the Nyquist band; for the default defocused probe at N=64 the expect
 from the object-shift model of ``ptycho.physics.extract_patches`` by a few 1e-3. Each step then
 needs only integer slices of the canvas and two FFTs per pattern. Parameters are the
 log-amplitude and the phase of every canvas pixel, updated with Adam (full-scan gradient each
-step), which keeps the amplitude positive and the phase unbounded; pixels lit by less than 10 %
-of the scan's maximum summed probe intensity take proportionally smaller steps, so the barely
-measured rim does not drift.
+step), which keeps the amplitude positive and the phase unbounded; pixels lit by less than the
+metrics' illumination threshold (``ptycho.illumination.ILLUMINATION_FRACTION`` of the scan's
+maximum summed probe intensity) take proportionally smaller steps, so the barely measured rim
+does not drift.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from typing import Callable, Optional
 import numpy as np
 from scipy import fft as _fft
 
+from ptycho.illumination import ILLUMINATION_FRACTION, illumination_map
+
 __all__ = ["RefineResult", "ScanLikelihood", "refine_object", "DEFAULT_LEARNING_RATE",
            "PROBE_STEP_FRACTION"]
 
@@ -37,7 +40,6 @@ DEFAULT_LEARNING_RATE = 0.1
 _AMPLITUDE_FLOOR = 1e-3           # of the initial amplitude's maximum: log(|O|) stays finite
 _CHUNK = 256                      # patterns per vectorised block (bounds the memory per step)
 _PROBE_CACHE_BYTES = 512 * 2 ** 20
-_FULL_STEP_ILLUMINATION = 0.1     # relative illumination from which a pixel takes full steps
 PROBE_STEP_FRACTION = 0.1         # probe step, per unit of learning rate, of its peak amplitude
 
 
@@ -120,6 +122,7 @@ class ScanLikelihood:
         # The unshifted FFT frame: the data's zero frequency moves to pixel (0, 0) once.
         self.counts = np.fft.ifftshift(np.asarray(counts, np.float32), axes=(-2, -1))
         self.total_counts = float(self.counts.sum(dtype=np.float64))
+        self.positions = np.asarray(positions, np.float64)
         self.scale = np.float32(intensity_scale)
         self._ry, self._rx = _ramps(positions - base, N)
         self._cache = M * N * N * 8 <= _PROBE_CACHE_BYTES
@@ -148,16 +151,11 @@ class ScanLikelihood:
         return mask
 
     def illumination(self) -> np.ndarray:
-        """(padded) summed probe intensity ``Σ_m |P_m|²`` of the scan, divided by its maximum."""
-        total = np.zeros(self.padded_shape, np.float32)
-        N = self.N
-        for lo in range(0, self.M, _CHUNK):
-            sl = slice(lo, min(lo + _CHUNK, self.M))
-            probe = self._block_probes(sl)
-            power = probe.real ** 2 + probe.imag ** 2
-            for (r0, c0), p in zip(self.starts[sl], power):
-                total[r0:r0 + N, c0:c0 + N] += p
-        return total / max(float(total.max()), 1e-30)
+        """(padded) summed probe intensity of the scan (``ptycho.illumination``), divided by its
+        maximum."""
+        origin = np.array([self.inner[0].start, self.inner[1].start], np.float64)
+        total = illumination_map(self.probe, self.positions + origin, self.padded_shape)
+        return (total / max(float(total.max()), 1e-30)).astype(np.float32)
 
     def _far_fields(self, o: np.ndarray):
         for lo in range(0, self.M, _CHUNK):
@@ -271,7 +269,7 @@ def refine_object(obj, diffraction, positions, probe, intensity_scale: float, *,
     log_amp += np.float32(math.log(factor))
 
     # Weakly illuminated pixels carry little information; their Adam steps shrink with it.
-    damping = np.minimum(like.illumination() / _FULL_STEP_ILLUMINATION, 1.0).astype(np.float32)
+    damping = np.minimum(like.illumination() / ILLUMINATION_FRACTION, 1.0).astype(np.float32)
     params = (log_amp, phase)
     moments = [(np.zeros_like(p), np.zeros_like(p)) for p in params]
     probe_parts = np.stack([like.probe.real, like.probe.imag]).astype(np.float32)

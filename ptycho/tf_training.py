@@ -219,14 +219,15 @@ def fit(model, train: Split, val: Optional[Split], *, epochs: int, batch_size: i
     ``ptycho.config_bridge.to_keras_callback_kwargs`` (without ``"reduce_lr"``: no plateau
     rule). ``step_schedule(total_steps)`` (e.g. ``ptycho.config_bridge.to_step_learning_rate``
     bound to the config) returns ``None`` or a function whose value at global step ``s`` (epoch
-    times batches per epoch plus batch) becomes the learning rate before that step. Epoch ``e`` visits the training groups in
-    the order ``ptycho.sampling.epoch_order(len(train), seed, e)``; every group is used every
-    epoch (the last batch may be partial). ``patch_logger`` (a
-    ``ptycho.patch_stats.PatchStatsLogger``) receives the predicted object patches
-    (B, C, N, N) of the first batches of each phase, in the order they are computed (training
-    batch 0 of epoch 0 is the untrained network's prediction); each entry also records its
-    ``epoch``. ``log`` receives
-    the per-epoch line; ``progress`` shows a Keras progress bar (default: stdout is a TTY).
+    times batches per epoch plus batch) becomes the learning rate before that step. Epoch ``e``
+    visits the training groups in the order
+    ``ptycho.sampling.epoch_order(len(train), seed, e)``; every group is used every epoch (the
+    last batch may be partial). ``patch_logger`` (a
+    ``ptycho.patch_stats.PatchStatsLogger``) receives the predicted object patches (B, C, N, N)
+    of the first batches of each phase, in the order they are computed (training batch 0 of
+    epoch 0 is the untrained network's prediction); each entry also records its ``epoch``.
+    ``log`` receives the per-epoch line; ``progress`` shows a Keras progress bar (default:
+    stdout is a TTY).
     """
     if len(train) == 0:
         raise ValueError("the training split holds no groups")

@@ -328,4 +328,5 @@ def run_inference(payload, bundle, *, t_start: Optional[float] = None,
     return stream_and_write(scan, predict, cfg, prefix=BACKEND, title="TensorFlow reconstruction",
                             t_start=t0, t_load=t_load, intensity_scale=bundle.intensity_scale,
                             timing_extra=lambda: {"device": device,
-                                                  "jit_compile": ex.jit_compile})
+                                                  "jit_compile": ex.jit_compile},
+                            log=lambda msg: log(f"ptycho.inference: {msg}"))

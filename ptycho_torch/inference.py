@@ -160,7 +160,8 @@ def run_inference(payload, bundle, t_start: Optional[float] = None) -> Inference
 
     return stream_and_write(scan, predict, cfg, prefix="torch", title="PyTorch reconstruction",
                             t_start=t0, t_load=t_load, intensity_scale=bundle.intensity_scale,
-                            timing_extra=device_facts)
+                            timing_extra=device_facts,
+                            log=lambda msg: print(f"ptycho_torch.inference: {msg}", flush=True))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
