@@ -49,6 +49,7 @@ OPTIONAL_KEYS = ("objectGuess", "scan_index", "xcoords_start", "ycoords_start")
 
 _MAX_LISTED = 5          # how many offending indices a message lists
 _POSITION_TOL = 1e-6     # object pixels of slack when checking that patches fit the object
+MIN_SCAN_EXTENT_PX = 1.0  # distinct scan positions span at least this many object pixels
 
 
 class DataContractError(ValueError):
@@ -151,6 +152,24 @@ def _positions(chk: _Checker, key: str, value: Any) -> np.ndarray:
     out = np.array(arr, dtype=np.float64)
     chk.finite(key, out)
     return out
+
+
+def _check_scan_extent(chk: _Checker, xcoords: np.ndarray, ycoords: np.ndarray) -> None:
+    """Refuse distinct positions that all lie within one object pixel.
+
+    Positions are object pixels; a file that stores them in metres (for instance 1e-8) would
+    otherwise stitch every pattern onto the same spot. Identical positions (one spot measured
+    repeatedly) are accepted.
+    """
+    if len(xcoords) < 2:
+        return
+    extent = max(float(np.ptp(xcoords)), float(np.ptp(ycoords)))
+    if 0.0 < extent < MIN_SCAN_EXTENT_PX:
+        chk.fail("xcoords", f"all {len(xcoords)} scan positions lie within {extent:.3g} object "
+                            f"pixels of each other (x range {xcoords.min():.6g}..{xcoords.max():.6g}, "
+                            f"y range {ycoords.min():.6g}..{ycoords.max():.6g}); positions must be "
+                            "in object pixels — if the file stores physical units (m), divide "
+                            "'xcoords' and 'ycoords' by the object pixel size")
 
 
 def _complex_image(chk: _Checker, key: str, value: Any, expected: str) -> np.ndarray:
@@ -278,6 +297,7 @@ def _validate(arrays: Mapping[str, Any], source: str,
     if len(xcoords) != len(ycoords):
         chk.fail("ycoords", f"expected the same length as 'xcoords' ({len(xcoords)}), "
                             f"got {_desc(ycoords)}")
+    _check_scan_extent(chk, xcoords, ycoords)
     read = _diffraction if diffraction_reader is None else diffraction_reader
     diffraction = read(chk, diff_key, arrays[diff_key], len(xcoords))
     M, N = diffraction.shape[0], diffraction.shape[1]

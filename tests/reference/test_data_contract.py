@@ -300,6 +300,11 @@ CASES = {
                   ["key 'xcoords'", "real positions", "complex128"]),
     "x_inf": (_nan_at("xcoords", 3, np.inf), ["key 'xcoords'", "non-finite", "[3] = inf"]),
     "y_nan": (_nan_at("ycoords", 0), ["key 'ycoords'", "non-finite", "[0] = nan"]),
+    "positions_in_metres": (lambda a: a.update(xcoords=a["xcoords"] * 1e-8,
+                                               ycoords=a["ycoords"] * 1e-8,
+                                               objectGuess=np.ones((H, H), np.complex64)),
+                            ["key 'xcoords'", "all 6 scan positions lie within", "object pixels",
+                             "divide 'xcoords' and 'ycoords' by the object pixel size"]),
     "both_coords_empty": (_set("xcoords", np.zeros(0)), ["key 'ycoords'", "(0)"]),
     "probe_shape": (_set("probeGuess", np.ones((N + 2, N + 2), np.complex64)),
                     ["key 'probeGuess'", "(N, N) = (8, 8)", "shape (10, 10)"]),
@@ -363,6 +368,19 @@ def test_object_edge_positions_are_accepted():
     arrays["xcoords"][0] = N // 2 - 0.01
     with pytest.raises(DataContractError, match="worst is pattern 0"):
         validate_arrays(arrays)
+
+
+def test_single_repeated_and_one_pixel_scans_are_accepted():
+    one = {k: (v[:1] if k in ("diff3d", "xcoords", "ycoords") else v)
+           for k, v in valid_arrays().items()}
+    assert validate_arrays(one).M == 1
+    arrays = valid_arrays()
+    arrays["xcoords"] = arrays["ycoords"] = np.full(M, 12.0)   # one spot measured M times
+    assert validate_arrays(arrays).M == M
+    arrays = valid_arrays()
+    arrays["xcoords"] = np.full(M, 10.0)
+    arrays["ycoords"] = 10.0 + np.linspace(0.0, 1.0, M)
+    assert validate_arrays(arrays).M == M
 
 
 def test_not_a_mapping():
