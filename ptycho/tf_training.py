@@ -40,6 +40,8 @@ import tensorflow as tf
 from ptycho import tf_helper as th
 from ptycho.config_bridge import ADAM_EPSILON
 from ptycho.sampling import epoch_order
+from ptycho.tf_checkpoint import (CALLBACK_STATE_ATTRIBUTES, TrainingState, check_same_model,
+                                  load_checkpoint, save_checkpoint)
 
 __all__ = ["HISTORY_KEYS", "Split", "split_from_grouped", "poisson_losses", "supervised_loss",
            "make_optimizer", "make_steps", "FitResult", "fit", "write_history"]
@@ -211,8 +213,9 @@ def fit(model, train: Split, val: Optional[Split], *, epochs: int, batch_size: i
         learning_rate: float, callback_kwargs: Mapping[str, Mapping[str, Any]], seed: int = 0,
         jit_compile: bool = False, precision: str = "32", patch_logger=None,
         log: Callable[[str], None] = print, progress: Optional[bool] = None,
-        step_schedule: Optional[Callable[[int], Optional[Callable[[int], float]]]] = None
-        ) -> FitResult:
+        step_schedule: Optional[Callable[[int], Optional[Callable[[int], float]]]] = None,
+        checkpoint: Optional[Path] = None, resume: bool = False,
+        model_config: Optional[Mapping[str, Any]] = None) -> FitResult:
     """Train ``model`` in place and return the history.
 
     ``callback_kwargs``: ``{"reduce_lr": {...}, "early_stopping": {...}}`` as from
@@ -228,6 +231,11 @@ def fit(model, train: Split, val: Optional[Split], *, epochs: int, batch_size: i
     epoch 0 is the untrained network's prediction); each entry also records its ``epoch``.
     ``log`` receives the per-epoch line; ``progress`` shows a Keras progress bar (default:
     stdout is a TTY).
+
+    ``checkpoint`` (a path, see :mod:`ptycho.tf_checkpoint`) receives the training state after
+    every epoch, together with ``model_config`` (the config's model section as a dict); with
+    ``resume`` the run first restores that state — weights, optimiser, history, best epoch and
+    callback counters — and continues after its last epoch (``epochs`` is the total).
     """
     if len(train) == 0:
         raise ValueError("the training split holds no groups")
@@ -246,18 +254,32 @@ def fit(model, train: Split, val: Optional[Split], *, epochs: int, batch_size: i
     es["restore_best_weights"] = False            # the best weights are restored below
     plateau = ([keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="min", verbose=0, **rl)]
                if "reduce_lr" in callback_kwargs else [])
-    callbacks = keras.callbacks.CallbackList(
-        [*plateau, keras.callbacks.EarlyStopping(monitor=monitor, mode="min", verbose=0, **es)],
-        model=model)
+    watchers = [*plateau,
+                keras.callbacks.EarlyStopping(monitor=monitor, mode="min", verbose=0, **es)]
+    callbacks = keras.callbacks.CallbackList(watchers, model=model)
     history: dict[str, list] = {k: [] for k in HISTORY_KEYS}
     result = FitResult(history=history, monitor=monitor)
     best, best_weights = math.inf, None
+    model_config = dict(model_config or {})
     show = sys.stdout.isatty() if progress is None else bool(progress)
     n_batches = -(-len(train) // batch_size)
     step_learning_rate = None if step_schedule is None else step_schedule(n_batches * int(epochs))
     model.stop_training = False
     callbacks.on_train_begin()
-    for epoch in range(int(epochs)):
+    start_epoch = 0
+    if resume:
+        state = load_checkpoint(checkpoint)
+        check_same_model(state, model_config, checkpoint)
+        _restore_state(model, optimizer, watchers, state, checkpoint)
+        history.update({k: list(state.history.get(k, [])) for k in HISTORY_KEYS})
+        best, best_weights, result.best_epoch = state.best, state.best_weights, state.best_epoch
+        start_epoch = state.epochs_done
+        if start_epoch >= int(epochs):
+            log(f"{checkpoint} already holds {start_epoch} epochs (--max_epochs {epochs}); "
+                "writing the bundle from it without further training")
+        else:
+            log(f"resuming from {checkpoint} after epoch {start_epoch} of {epochs}")
+    for epoch in range(start_epoch, int(epochs)):
         t0 = time.perf_counter()
         callbacks.on_epoch_begin(epoch)
         bar = keras.utils.Progbar(n_batches, verbose=1, unit_name="batch") if show else None
@@ -288,6 +310,12 @@ def fit(model, train: Split, val: Optional[Split], *, epochs: int, batch_size: i
             f"intensity_scale={row['intensity_scale']:.6g} ({row['time_s']:.1f} s)")
         callbacks.on_epoch_end(epoch, {"loss": tr_loss, "train_loss": tr_loss,
                                        "val_loss": va_loss})
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, TrainingState(
+                epochs_done=epoch + 1, history=history, best=best, best_epoch=result.best_epoch,
+                weights=model.get_weights(), best_weights=best_weights,
+                optimizer=[keras.ops.convert_to_numpy(v) for v in optimizer.variables],
+                callbacks=[_callback_state(cb) for cb in watchers], model_config=model_config))
         if model.stop_training:
             result.stopped_early = True
             log(f"early stopping after epoch {epoch + 1}: {monitor} did not improve for "
@@ -297,6 +325,27 @@ def fit(model, train: Split, val: Optional[Split], *, epochs: int, batch_size: i
     if best_weights is not None:
         model.set_weights(best_weights)
     return result
+
+
+def _callback_state(callback) -> dict:
+    return {k: getattr(callback, k) for k in CALLBACK_STATE_ATTRIBUTES if hasattr(callback, k)}
+
+
+def _restore_state(model, optimizer, watchers, state: TrainingState, path) -> None:
+    """Load a checkpoint's weights, optimiser variables and callback counters in place."""
+    variables = list(optimizer.variables)
+    shapes = [tuple(w.shape) for w in model.get_weights()]
+    if [tuple(w.shape) for w in state.weights] != shapes or len(state.optimizer) != len(variables) \
+            or any(tuple(v.shape) != a.shape for v, a in zip(variables, state.optimizer)):
+        raise ValueError(f"{path}: the checkpoint's weights or optimiser state do not fit this "
+                         "model; resume with the same settings or start without --resume")
+    model.set_weights(state.weights)
+    for var, value in zip(variables, state.optimizer):
+        var.assign(value)
+    for callback, counters in zip(watchers, state.callbacks):
+        for key, value in counters.items():
+            if value is not None:
+                setattr(callback, key, value)
 
 
 # ---------------------------------------------------------------------------------- files

@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI; returns the exit status."""
     args = build_parser().parse_args(argv)
+    from ptycho.tf_checkpoint import checkpoint_path
     from ptycho.workflow import build_training_payload, run_training
 
     try:
@@ -54,6 +55,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"ptycho.train: interrupted; no bundle was written. Continue with --resume "
+              f"(from {checkpoint_path(cfg.training.output_dir)})", file=sys.stderr)
+        return 130
     print(f"ptycho.train: {result.epochs_run} epochs, best epoch {result.best_epoch + 1}, "
           f"trained intensity scale {result.intensity_scale:.6g}; bundle {result.bundle_dir}",
           flush=True)

@@ -12,6 +12,8 @@ the same seed). ``run_training`` writes into ``training.output_dir``:
 * ``model/`` -- the model bundle (``ptycho.bundle.write_bundle``: manifest, ``model.weights.h5``,
   ``probe.npy``) with the weights of the best epoch and the *trained* intensity scale;
 * ``history.json``, ``history.csv``, ``loss_curve.png``;
+* ``checkpoints/last.npz`` -- the training state after the latest epoch
+  (:mod:`ptycho.tf_checkpoint`); with ``training.resume`` a run continues from it;
 * with ``log_patch_stats``: ``tf_patch_stats.json`` and ``tf_patch_grid.png`` of the model's
   predicted object patches for the first training and validation batches.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -108,8 +111,6 @@ def build_training_payload(cli_overrides: Optional[Mapping[str, Any]] = None,
         if data is not None and data.N != config.model.N:
             raise ConfigError(f"model.N: got {config.model.N} but {data.source} holds "
                               f"{data.N}x{data.N} patterns")
-    if config.training.resume:
-        raise ConfigError("training.resume: not supported by the TensorFlow backend")
     stats = DataStatistics.from_amplitudes(train.diffraction, nphotons=config.data.nphotons)
     provenance = file_provenance([config.data.train_data_file, config.data.test_data_file])
     payload = TrainingPayload(config=config, stats=stats, probe=train.probe,
@@ -159,11 +160,15 @@ def run_training(payload, train_data, test_data=None, *,
     from ptycho.data.prepare import prepare_grouped_arrays
     from ptycho.physics import normalization_factor
     from ptycho.sampling import split_groups
+    from ptycho.tf_checkpoint import checkpoint_path
 
     cfg = payload.config
     m, d, t, ex = cfg.model, cfg.data, cfg.training, cfg.execution
     out = Path(t.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if t.resume and not checkpoint_path(out).is_file():
+        raise FileNotFoundError(f"resume requested but there is no checkpoint at "
+                                f"{checkpoint_path(out)}; run without --resume first")
     device = configure_execution(ex)
     keras.utils.set_random_seed(ex.seed)
     supervised = m.mode == "supervised"
@@ -198,7 +203,9 @@ def run_training(payload, train_data, test_data=None, *,
         batch_size=fit_kwargs["batch_size"], learning_rate=t.learning_rate,
         callback_kwargs=to_keras_callback_kwargs(cfg), seed=ex.seed, jit_compile=ex.jit_compile,
         precision=ex.precision, patch_logger=patch_logger, log=log,
-        step_schedule=functools.partial(to_step_learning_rate, cfg))
+        step_schedule=functools.partial(to_step_learning_rate, cfg),
+        checkpoint=checkpoint_path(out), resume=t.resume,
+        model_config=json.loads(json.dumps(dataclasses.asdict(m))))
 
     files: dict[str, Any] = {}
     files.update({f"history_{k}": v for k, v in tf_training.write_history(

@@ -52,7 +52,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"ptycho_torch.train: {result.epochs_run} epochs, best epoch {result.best_epoch}, "
+    print(f"ptycho_torch.train: {result.epochs_run} epochs, best epoch {result.best_epoch + 1}, "
           f"trained intensity scale {result.intensity_scale:.6g}; bundle {result.bundle_dir}",
           flush=True)
     return 0
