@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
@@ -123,6 +124,20 @@ def make_history_callback():
     return HistoryCallback()
 
 
+def make_resume_hint_callback(checkpoint: Path):
+    """A Lightning callback that, when training is interrupted (Ctrl-C), says on stderr that no
+    bundle was written and where ``--resume`` continues from (Lightning then exits with 1)."""
+    from lightning.pytorch.callbacks import Callback
+
+    class ResumeHint(Callback):
+        def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+            if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
+                print(f"ptycho_torch.train: interrupted; no bundle was written. Continue with "
+                      f"--resume (from {checkpoint})", file=sys.stderr, flush=True)
+
+    return ResumeHint()
+
+
 def write_history(history: Mapping[str, list], output_dir: Path) -> dict[str, Path]:
     """Write ``history.json``, ``history.csv`` and ``loss_curve.png`` (atomically)."""
     from ptycho.plotting import save_loss_curve_png
@@ -220,12 +235,11 @@ def run_training(payload: TrainingPayload, train_data: Optional[PtychoData] = No
     monitor = "val_loss" if dm.has_validation else "train_loss"
     module = PtychoLightningModule(payload, monitor=monitor)
     history_cb = make_history_callback()
-    trainer = pl.Trainer(**trainer_kwargs(payload, monitor, [history_cb, *extra_callbacks]))
+    hint = make_resume_hint_callback(last_checkpoint_path(out))
+    trainer = pl.Trainer(**trainer_kwargs(payload, monitor,
+                                          [history_cb, hint, *extra_callbacks]))
     trainer.fit(module, datamodule=dm, ckpt_path=None if ckpt_path is None else str(ckpt_path),
                 weights_only=True)
-    if trainer.interrupted:
-        raise KeyboardInterrupt(f"training was interrupted; no bundle was written. Continue with "
-                                f"--resume from {last_checkpoint_path(out)}")
 
     history = history_cb.history
     ckpt_cb = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))
