@@ -106,7 +106,9 @@ class Override:
 
     ``source``: ``"yaml"`` / ``"cli"`` (the value ``new`` replaced ``old`` at dotted ``key``), or
     ``"legacy"`` (a legacy name or value was translated: ``origin`` is the name as written,
-    ``old`` the value as written, ``new`` the canonical value). ``origin`` is the key as the
+    ``old`` the value as written, ``new`` the canonical value), ``"data"`` (taken from the
+    training data, e.g. ``model.N``) or ``"derived"`` (implied by another setting named in
+    ``origin``, e.g. ``data.K`` from ``model.gridsize``). ``origin`` is otherwise the key as the
     user spelled it.
     """
 
@@ -258,6 +260,25 @@ def _apply(data: dict[str, dict[str, Any]], nested: Mapping[str, Mapping[str, An
             data[section][name] = value
 
 
+GROUP_NEIGHBOUR_SLACK = 2   # K = C + 2 neighbours when K is left unset (gridsize 2: K = 6)
+
+
+def _derive_neighbour_count(data: dict[str, dict[str, Any]], records: list[Override]) -> None:
+    """Raise ``data.K`` to ``gridsize**2 + GROUP_NEIGHBOUR_SLACK`` when the groups need more
+    neighbours than the default supplies and neither the file nor the flags set K (recorded
+    with source ``"derived"``); a K the user set is left alone and validated as given."""
+    g = data["model"]["gridsize"]
+    if not isinstance(g, int) or isinstance(g, bool) or g < 2:
+        return
+    if any(r.key == "data.K" and r.source in ("yaml", "cli") for r in records):
+        return
+    old = data["data"]["K"]
+    if isinstance(old, int) and old < g * g:
+        new = g * g + GROUP_NEIGHBOUR_SLACK
+        data["data"]["K"] = new
+        records.append(Override("derived", "data.K", old, new, origin="model.gridsize"))
+
+
 def resolve_config(cli_overrides: Optional[Mapping[str, Any]] = None,
                    yaml_path: Optional[str | os.PathLike] = None,
                    base: Optional[PtychoConfig] = None,
@@ -287,6 +308,7 @@ def resolve_config(cli_overrides: Optional[Mapping[str, Any]] = None,
         nested, legacy, written_as = _normalize(given, context)
         records.extend(legacy)
         _apply(data, nested, "cli", written_as, records)
+    _derive_neighbour_count(data, records)
     try:
         config = from_dict(data)
     except ConfigError as exc:

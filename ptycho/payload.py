@@ -28,6 +28,7 @@ __all__ = [
     "DataStatistics",
     "TrainingPayload",
     "InferencePayload",
+    "build_training_payload",
     "file_provenance",
     "probe_to_json",
     "probe_from_json",
@@ -282,3 +283,45 @@ class InferencePayload:
     @classmethod
     def from_json(cls, text: str) -> "InferencePayload":
         return cls.from_dict(json.loads(text))
+
+
+def build_training_payload(cli_overrides: Optional[Mapping[str, Any]] = None,
+                           config_path: Optional[str] = None):
+    """Resolve the config (defaults < ``config_path`` < CLI), read the scans and build the run's
+    :class:`TrainingPayload`; both backends' training CLIs start here.
+
+    Returns ``(payload, train_data, test_data)`` (the scans are read once; ``test_data`` is
+    ``None`` without a test file). When neither the flags nor the file set ``model.N`` it is
+    taken from the training data (recorded as an override with source ``"data"``); an explicit
+    N that differs from the data is an error. Statistics come from the training file's
+    amplitudes (``data.nphotons`` replaces the measured mean photons when given). Raises
+    ``ConfigError`` without a training file and ``DataContractError`` for a bad file.
+    """
+    import dataclasses
+
+    from ptycho.config import ConfigError
+    from ptycho.config_bridge import resolve_config
+    from ptycho.data.contract import load_npz
+
+    config, overrides = resolve_config(cli_overrides or {}, yaml_path=config_path,
+                                       context="training")
+    if config.data.train_data_file is None:
+        raise ConfigError("data.train_data_file: required; give --train_data_file or set it in "
+                          "the --config file")
+    train = load_npz(config.data.train_data_file)
+    test = load_npz(config.data.test_data_file) if config.data.test_data_file else None
+    if not any(o.key == "model.N" and o.source in ("cli", "yaml") for o in overrides) \
+            and train.N != config.model.N:
+        old = config.model.N
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, N=train.N))
+        overrides = tuple(overrides) + (Override("data", "model.N", old, train.N,
+                                                 origin=str(config.data.train_data_file)),)
+    for data in (train, test):
+        if data is not None and data.N != config.model.N:
+            raise ConfigError(f"model.N: got {config.model.N} but {data.source} holds "
+                              f"{data.N}x{data.N} patterns; pass --N {data.N} or leave --N out")
+    stats = DataStatistics.from_amplitudes(train.diffraction, nphotons=config.data.nphotons)
+    provenance = file_provenance([config.data.train_data_file, config.data.test_data_file])
+    payload = TrainingPayload(config=config, stats=stats, probe=train.probe,
+                              overrides=overrides, provenance=provenance)
+    return payload, train, test

@@ -38,8 +38,9 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 
 from ptycho.config import ConfigError, DataConfig, PtychoConfig
-from ptycho.config_bridge import Override, resolve_config
+from ptycho.config_bridge import resolve_config
 from ptycho.inference_core import InferenceResult, prepare_scan, stream_and_write
+from ptycho.payload import build_training_payload
 
 __all__ = ["BUNDLE_DIRNAME", "WEIGHTS_FILENAME", "BACKEND", "TrainingResult", "InferenceResult",
            "build_training_payload", "build_training_model", "configure_execution",
@@ -83,41 +84,6 @@ def configure_execution(execution) -> str:
 
 
 # ------------------------------------------------------------------------------ training
-def build_training_payload(cli_overrides: Optional[Mapping[str, Any]] = None,
-                           config_path: Optional[str] = None):
-    """Resolve the config (defaults < ``config_path`` < CLI) and build the run's payload.
-
-    Returns ``(payload, train_data, test_data)`` (the scans are read once). When neither the
-    flags nor the file set ``model.N`` it is taken from the training data (recorded as an
-    override with source ``"data"``); an explicit N that differs from the data is an error.
-    """
-    from ptycho.data.contract import load_npz
-    from ptycho.payload import DataStatistics, TrainingPayload, file_provenance
-
-    config, overrides = resolve_config(cli_overrides or {}, yaml_path=config_path,
-                                       context="training")
-    if config.data.train_data_file is None:
-        raise ConfigError("data.train_data_file: required; give --train_data_file or set it in "
-                          "the --config file")
-    train = load_npz(config.data.train_data_file)
-    test = load_npz(config.data.test_data_file) if config.data.test_data_file else None
-    if not any(o.key == "model.N" and o.source in ("cli", "yaml") for o in overrides) \
-            and train.N != config.model.N:
-        old = config.model.N
-        config = dataclasses.replace(config, model=dataclasses.replace(config.model, N=train.N))
-        overrides = tuple(overrides) + (Override("data", "model.N", old, train.N,
-                                                 origin=str(config.data.train_data_file)),)
-    for data in (train, test):
-        if data is not None and data.N != config.model.N:
-            raise ConfigError(f"model.N: got {config.model.N} but {data.source} holds "
-                              f"{data.N}x{data.N} patterns")
-    stats = DataStatistics.from_amplitudes(train.diffraction, nphotons=config.data.nphotons)
-    provenance = file_provenance([config.data.train_data_file, config.data.test_data_file])
-    payload = TrainingPayload(config=config, stats=stats, probe=train.probe,
-                              overrides=overrides, provenance=provenance)
-    return payload, train, test
-
-
 @dataclass
 class TrainingResult:
     """What :func:`run_training` produced."""

@@ -1,8 +1,10 @@
 """Training workflow of the PyTorch backend: CLI/YAML input → one payload → trained bundle.
 
-``build_training_payload`` turns the flags the user gave and the ``--config`` file into one
+``build_training_payload`` (``ptycho.payload.build_training_payload``, shared with the TensorFlow
+backend) turns the flags the user gave and the ``--config`` file into one
 :class:`~ptycho.payload.TrainingPayload` (config via ``ptycho.config_bridge.resolve_config``,
-data statistics from the training file, the file's probe, the overrides and the files' sha256).
+``model.N`` from the data unless set, data statistics from the training file, the file's probe,
+the overrides and the files' sha256).
 ``run_training`` hands that same object to the data module, the Lightning module and the
 Trainer arguments, trains, and writes into ``training.output_dir``:
 
@@ -30,10 +32,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 from ptycho.atomic import atomic_write_json, atomic_write_text
-from ptycho.config import ConfigError
-from ptycho.config_bridge import resolve_config
-from ptycho.data.contract import PtychoData, load_npz
-from ptycho.payload import DataStatistics, TrainingPayload, file_provenance
+from ptycho.data.contract import PtychoData
+from ptycho.payload import TrainingPayload, build_training_payload
 
 __all__ = [
     "BUNDLE_DIRNAME",
@@ -51,34 +51,6 @@ __all__ = [
 BUNDLE_DIRNAME = "model"
 WEIGHTS_FILENAME = "model.pt"
 HISTORY_KEYS = ("train_loss", "val_loss", "train_nll_full", "val_nll_full")
-
-
-def build_training_payload(cli_overrides: Optional[Mapping[str, Any]] = None,
-                           config_path: Optional[str] = None
-                           ) -> tuple[TrainingPayload, PtychoData, Optional[PtychoData]]:
-    """Resolve the config (defaults < ``config_path`` < CLI) and build the run's payload.
-
-    Returns ``(payload, train_data, test_data)``; the loaded scans are returned so that they
-    are read only once. Statistics come from the training file's amplitudes (``data.nphotons``
-    replaces the measured mean photons when given). Raises ``ConfigError`` without a training
-    file and ``DataContractError`` for a bad file.
-    """
-    config, overrides = resolve_config(cli_overrides or {}, yaml_path=config_path,
-                                       context="training")
-    if config.data.train_data_file is None:
-        raise ConfigError("data.train_data_file: required; give --train_data_file or set it in "
-                          "the --config file")
-    train = load_npz(config.data.train_data_file)
-    test = load_npz(config.data.test_data_file) if config.data.test_data_file else None
-    for data in (train, test):
-        if data is not None and data.N != config.model.N:
-            raise ConfigError(f"model.N: got {config.model.N} but {data.source} holds "
-                              f"{data.N}x{data.N} patterns; pass --N {data.N}")
-    stats = DataStatistics.from_amplitudes(train.diffraction, nphotons=config.data.nphotons)
-    provenance = file_provenance([config.data.train_data_file, config.data.test_data_file])
-    payload = TrainingPayload(config=config, stats=stats, probe=train.probe,
-                              overrides=overrides, provenance=provenance)
-    return payload, train, test
 
 
 def make_history_callback():

@@ -191,6 +191,25 @@ def test_backend_kwargs():
     assert to_keras_precision_policy(auto) == "float64"
 
 
+def test_neighbour_count_follows_gridsize_unless_set(tmp_path):
+    cfg, records = resolve_config({"gridsize": 3})
+    assert cfg.data.K == 11
+    derived = [r for r in records if r.source == "derived"]
+    assert [(r.key, r.old, r.new, r.origin) for r in derived] == [("data.K", 6, 11, "model.gridsize")]
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"model": {"gridsize": 3}}))
+    assert resolve_config({}, yaml_path=path)[0].data.K == 11
+    # a K the user set is kept, or refused when too small
+    cfg, records = resolve_config({"gridsize": 3, "K": 9})
+    assert cfg.data.K == 9 and not any(r.source == "derived" for r in records)
+    with pytest.raises(ConfigError, match=r"data.K: got 7; with model.gridsize=3"):
+        resolve_config({"gridsize": 3, "K": 7})
+    # the default already serves gridsize 1 and 2
+    for g in (1, 2):
+        cfg, records = resolve_config({"gridsize": g})
+        assert cfg.data.K == 6 and not any(r.source == "derived" for r in records)
+
+
 def test_bridge_does_not_import_frameworks():
     import subprocess
 

@@ -304,3 +304,21 @@ def test_pickled_probe_refused(tmp_path):
     _edit_manifest(out, probe_sha256=sha256_file(out / "probe.npy"))
     with pytest.raises(BundleError, match="cannot read probe"):
         load_bundle(out)
+
+
+def test_build_training_payload_takes_N_from_the_data_unless_set(tmp_path):
+    from ptycho.config import ConfigError
+    from ptycho.payload import build_training_payload
+    from ptycho.simulate import main as simulate
+
+    assert simulate(["--output", str(tmp_path / "d.npz"), "--N", "32", "--n-patterns", "6",
+                     "--object", "grf", "--seed", "1", "--no-preview"]) == 0
+    payload, train, test = build_training_payload({"train_data_file": str(tmp_path / "d.npz")})
+    assert payload.config.model.N == 32 == payload.stats.N and test is None and train.M == 6
+    n = [o for o in payload.overrides if o.key == "model.N"]
+    assert [(o.source, o.old, o.new) for o in n] == [("data", 64, 32)]
+    with pytest.raises(ConfigError, match=r"model.N: got 64 but .*d.npz holds 32x32 patterns; "
+                                          r"pass --N 32 or leave --N out"):
+        build_training_payload({"train_data_file": str(tmp_path / "d.npz"), "N": 64})
+    with pytest.raises(ConfigError, match="data.train_data_file: required"):
+        build_training_payload({})
