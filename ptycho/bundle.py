@@ -45,12 +45,15 @@ __all__ = [
     "write_bundle",
     "load_bundle",
     "read_manifest",
+    "resolve_bundle_dir",
+    "BUNDLE_DIRNAME",
 ]
 
 BUNDLE_FORMAT_VERSION = 1
 BACKENDS = ("tf", "torch")
 MANIFEST_NAME = "manifest.json"
 PROBE_NAME = "probe.npy"
+BUNDLE_DIRNAME = "model"     # the bundle's directory inside a training output directory
 
 
 class BundleError(ValueError):
@@ -217,6 +220,18 @@ class LoadedBundle:
         prov = tuple((p["path"], p["sha256"]) for p in self.manifest.get("provenance", ()))
         return TrainingPayload(config=self.config, stats=self.stats, probe=self.probe,
                                overrides=self.overrides, provenance=prov)
+
+
+def resolve_bundle_dir(model_path: str | os.PathLike) -> Path:
+    """``model_path`` when it holds a manifest, else ``model_path/model`` (a training output
+    directory); ``BundleError`` when neither does."""
+    p = Path(model_path)
+    if (p / MANIFEST_NAME).is_file():
+        return p
+    if (p / BUNDLE_DIRNAME / MANIFEST_NAME).is_file():
+        return p / BUNDLE_DIRNAME
+    raise BundleError(f"{p}: no {MANIFEST_NAME} here or in {p / BUNDLE_DIRNAME}; --model_path "
+                      "must be a model bundle directory (or a training output directory)")
 
 
 def read_manifest(bundle_dir: str | os.PathLike) -> dict:

@@ -35,6 +35,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from ptycho.architecture import network_filters
+from ptycho.bundle import resolve_bundle_dir
 
 __all__ = [
     "BACKEND_ALIASES",
@@ -142,20 +143,6 @@ def check_canonical(weights: Mapping[str, Any], model_config,
 
 
 # ------------------------------------------------------------------------------ bundles
-def resolve_bundle_dir(model_path: str | os.PathLike) -> Path:
-    """``model_path`` when it holds a manifest, else ``model_path/model`` (a training output
-    directory); ``BundleError`` when neither does."""
-    from ptycho.bundle import MANIFEST_NAME, BundleError
-
-    p = Path(model_path)
-    if (p / MANIFEST_NAME).is_file():
-        return p
-    if (p / "model" / MANIFEST_NAME).is_file():
-        return p / "model"
-    raise BundleError(f"{p}: no {MANIFEST_NAME} here or in {p / 'model'}; expected a model "
-                      "bundle directory (or a training output directory holding model/)")
-
-
 def _precision(config) -> str:
     """Precision the target model is built with: float64 weights only for precision "64"."""
     return PRECISION_64 if config.execution.precision == PRECISION_64 else "32"

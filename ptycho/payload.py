@@ -32,6 +32,7 @@ __all__ = [
     "file_provenance",
     "probe_to_json",
     "probe_from_json",
+    "resolve_inference_payload",
 ]
 
 PAYLOAD_JSON_VERSION = 1
@@ -325,3 +326,48 @@ def build_training_payload(cli_overrides: Optional[Mapping[str, Any]] = None,
     payload = TrainingPayload(config=config, stats=stats, probe=train.probe,
                               overrides=overrides, provenance=provenance)
     return payload, train, test
+
+
+# The inference CLI of each backend (bundle ``backend`` value) and ptycho-convert's name for it.
+_INFERENCE_CLI = {"tf": ("TensorFlow", "python -m ptycho.inference", "tensorflow"),
+                  "torch": ("PyTorch", "python -m ptycho_torch.inference", "torch")}
+
+
+def resolve_inference_payload(cli_overrides: Optional[Mapping[str, Any]] = None,
+                              config_path: Optional[str] = None, *, backend: str):
+    """Flags + config file -> ``(InferencePayload, LoadedBundle)`` for ``backend`` (``"tf"``
+    or ``"torch"``); both backends' inference CLIs start here.
+
+    Precedence: defaults < the bundle's model settings, K and grouping seed < config file <
+    flags. The bundle is loaded and verified (a bundle without a valid intensity scale is
+    refused by ``ptycho.bundle.load_bundle``); a bundle of the other backend, and model
+    settings other than the bundle's (the weights fix them), are refused with ``ConfigError``.
+    """
+    from ptycho.bundle import load_bundle, resolve_bundle_dir
+    from ptycho.config import ConfigError, DataConfig
+    from ptycho.config_bridge import resolve_config
+
+    first, _ = resolve_config(cli_overrides or {}, yaml_path=config_path, context="inference")
+    if first.inference.model_path is None:
+        raise ConfigError("inference.model_path: required; give --model_path")
+    if first.inference.test_data is None:
+        raise ConfigError("inference.test_data: required; give --test_data")
+    bundle = load_bundle(resolve_bundle_dir(first.inference.model_path))
+    if bundle.backend != backend:
+        where = bundle.weights_path.parent
+        name, _, convert_to = _INFERENCE_CLI[backend]
+        other = _INFERENCE_CLI.get(bundle.backend, ("", "the other backend's inference", ""))[1]
+        raise ConfigError(f"{where}: a {bundle.backend!r} bundle cannot be loaded by the {name} "
+                          f"backend; use {other}, ptycho-infer (either backend's bundle), or "
+                          f"convert it: ptycho-convert --to {convert_to} {where} NEW_DIR")
+    trained = bundle.config
+    base = PtychoConfig(model=trained.model, data=DataConfig(K=trained.data.K,
+                                                             seed=trained.data.seed))
+    config, overrides = resolve_config(cli_overrides or {}, yaml_path=config_path, base=base,
+                                       context="inference")
+    if config.model != trained.model:
+        raise ConfigError(f"model settings are fixed by the bundle ({trained.model}); the "
+                          f"config asks for {config.model}")
+    payload = InferencePayload(config=config, bundle_dir=str(bundle.weights_path.parent),
+                               overrides=overrides)
+    return payload, bundle

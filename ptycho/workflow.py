@@ -37,17 +37,17 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from ptycho.config import ConfigError, DataConfig, PtychoConfig
-from ptycho.config_bridge import resolve_config
+from ptycho.bundle import BUNDLE_DIRNAME, resolve_bundle_dir
+from ptycho.config import ConfigError
 from ptycho.inference_core import InferenceResult, prepare_scan, stream_and_write
 from ptycho.payload import build_training_payload
+from ptycho.payload import resolve_inference_payload as _resolve_inference_payload
 
 __all__ = ["BUNDLE_DIRNAME", "WEIGHTS_FILENAME", "BACKEND", "TrainingResult", "InferenceResult",
            "build_training_payload", "build_training_model", "configure_execution",
            "run_training", "resolve_bundle_dir", "resolve_inference_payload", "load_model",
            "run_inference"]
 
-BUNDLE_DIRNAME = "model"
 WEIGHTS_FILENAME = "model.weights.h5"
 BACKEND = "tf"
 
@@ -200,52 +200,11 @@ def run_training(payload, train_data, test_data=None, *,
 
 
 # ------------------------------------------------------------------------------ inference
-def resolve_bundle_dir(model_path) -> Path:
-    """``model_path`` itself when it holds a manifest, else ``model_path/model`` (a training
-    output directory); ``BundleError`` when neither does."""
-    from ptycho.bundle import MANIFEST_NAME, BundleError
-
-    p = Path(model_path)
-    if (p / MANIFEST_NAME).is_file():
-        return p
-    if (p / BUNDLE_DIRNAME / MANIFEST_NAME).is_file():
-        return p / BUNDLE_DIRNAME
-    raise BundleError(f"{p}: no {MANIFEST_NAME} here or in {p / BUNDLE_DIRNAME}; --model_path "
-                      "must be a model bundle directory (or a training output directory)")
-
-
 def resolve_inference_payload(cli_overrides: Optional[Mapping[str, Any]] = None,
                               config_path: Optional[str] = None):
-    """Flags + config file -> ``(InferencePayload, LoadedBundle)``.
-
-    Precedence: defaults < the bundle's model settings, K and grouping seed < config file <
-    flags. The bundle is loaded and verified (a bundle without a valid intensity scale is
-    refused by ``ptycho.bundle.load_bundle``); model settings other than the bundle's are
-    refused, as the weights fix them.
-    """
-    from ptycho.bundle import load_bundle
-    from ptycho.payload import InferencePayload
-
-    first, _ = resolve_config(cli_overrides or {}, yaml_path=config_path, context="inference")
-    if first.inference.model_path is None:
-        raise ConfigError("inference.model_path: required; give --model_path")
-    if first.inference.test_data is None:
-        raise ConfigError("inference.test_data: required; give --test_data")
-    bundle = load_bundle(resolve_bundle_dir(first.inference.model_path))
-    if bundle.backend != BACKEND:
-        raise ConfigError(f"{bundle.weights_path.parent}: a {bundle.backend!r} bundle cannot be "
-                          "loaded by the TensorFlow backend; use python -m ptycho_torch.inference")
-    trained = bundle.config
-    base = PtychoConfig(model=trained.model, data=DataConfig(K=trained.data.K,
-                                                             seed=trained.data.seed))
-    config, overrides = resolve_config(cli_overrides or {}, yaml_path=config_path, base=base,
-                                       context="inference")
-    if config.model != trained.model:
-        raise ConfigError(f"model settings are fixed by the bundle ({trained.model}); the "
-                          f"config asks for {config.model}")
-    payload = InferencePayload(config=config, bundle_dir=str(bundle.weights_path.parent),
-                               overrides=overrides)
-    return payload, bundle
+    """Flags + config file -> ``(InferencePayload, LoadedBundle)`` of a TensorFlow bundle
+    (:func:`ptycho.payload.resolve_inference_payload`)."""
+    return _resolve_inference_payload(cli_overrides, config_path, backend=BACKEND)
 
 
 def load_model(bundle, precision: str = "32"):

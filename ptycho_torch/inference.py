@@ -25,11 +25,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
+from ptycho.bundle import resolve_bundle_dir
 from ptycho.cli_common import (add_execution_arguments, add_inference_arguments,
                                namespace_to_overrides)
 from ptycho.inference_core import InferenceResult, prepare_scan, stream_and_write
@@ -51,51 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_bundle_dir(model_path: str | Path) -> Path:
-    """The bundle directory: ``model_path`` itself, or ``model_path/model`` for a training
-    output directory. Raises ``BundleError`` when neither holds a manifest."""
-    from ptycho.bundle import MANIFEST_NAME, BundleError
-
-    p = Path(model_path)
-    if (p / MANIFEST_NAME).is_file():
-        return p
-    if (p / "model" / MANIFEST_NAME).is_file():
-        return p / "model"
-    raise BundleError(f"{p}: no {MANIFEST_NAME} here or in {p / 'model'}; --model_path must be a "
-                      "model bundle directory (or a training output directory)")
-
-
 def resolve_inference_payload(cli_overrides: dict, config_path: Optional[str] = None):
-    """Flags + config file → ``(InferencePayload, LoadedBundle)``.
+    """Flags + config file -> ``(InferencePayload, LoadedBundle)`` of a PyTorch bundle
+    (:func:`ptycho.payload.resolve_inference_payload`: precedence defaults < the bundle's model
+    section, K and grouping seed < config file < flags; other model settings are refused)."""
+    from ptycho.payload import resolve_inference_payload as resolve
 
-    Precedence: defaults < the bundle's model section (and its K and grouping seed) < config file
-    < flags. Model settings other than the bundle's are refused (the weights fix them).
-    """
-    from ptycho.bundle import load_bundle
-    from ptycho.config import ConfigError, DataConfig, PtychoConfig
-    from ptycho.config_bridge import resolve_config
-    from ptycho.payload import InferencePayload
-
-    first, _ = resolve_config(cli_overrides, yaml_path=config_path, context="inference")
-    if first.inference.model_path is None:
-        raise ConfigError("inference.model_path: required; give --model_path")
-    if first.inference.test_data is None:
-        raise ConfigError("inference.test_data: required; give --test_data")
-    bundle = load_bundle(resolve_bundle_dir(first.inference.model_path))
-    if bundle.backend != "torch":
-        raise ConfigError(f"{bundle.weights_path.parent}: a {bundle.backend!r} bundle cannot be "
-                          "loaded by the PyTorch backend; use python -m ptycho.inference")
-    trained = bundle.config
-    base = PtychoConfig(model=trained.model, data=DataConfig(K=trained.data.K,
-                                                             seed=trained.data.seed))
-    config, overrides = resolve_config(cli_overrides, yaml_path=config_path, base=base,
-                                       context="inference")
-    if config.model != trained.model:
-        raise ConfigError(f"model settings are fixed by the bundle ({trained.model}); the "
-                          f"config asks for {config.model}")
-    payload = InferencePayload(config=config, bundle_dir=str(bundle.weights_path.parent),
-                               overrides=overrides)
-    return payload, bundle
+    return resolve(cli_overrides, config_path, backend="torch")
 
 
 def load_model(bundle, device: str = "cpu"):

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 from ptycho.atomic import atomic_write_json, atomic_write_text
+from ptycho.bundle import BUNDLE_DIRNAME
 from ptycho.data.contract import PtychoData
 from ptycho.payload import TrainingPayload, build_training_payload
 
@@ -48,7 +49,6 @@ __all__ = [
     "load_state_dict",
 ]
 
-BUNDLE_DIRNAME = "model"
 WEIGHTS_FILENAME = "model.pt"
 HISTORY_KEYS = ("train_loss", "val_loss", "train_nll_full", "val_nll_full")
 

@@ -322,3 +322,24 @@ def test_build_training_payload_takes_N_from_the_data_unless_set(tmp_path):
         build_training_payload({"train_data_file": str(tmp_path / "d.npz"), "N": 64})
     with pytest.raises(ConfigError, match="data.train_data_file: required"):
         build_training_payload({})
+
+
+def test_resolve_inference_payload_checks_the_backend_and_fixes_the_model(tmp_path):
+    from ptycho.config import ConfigError
+    from ptycho.payload import resolve_inference_payload
+
+    _write(tmp_path, tmp_path / "run" / "model")
+    args = {"model_path": str(tmp_path / "run"), "test_data": str(tmp_path / "train.npz")}
+    payload, bundle = resolve_inference_payload(args, backend="torch")   # a training dir works
+    assert bundle.backend == "torch" and payload.bundle_dir == str(tmp_path / "run" / "model")
+    assert payload.config.model == bundle.config.model
+    with pytest.raises(ConfigError, match=r"a 'torch' bundle cannot be loaded by the TensorFlow "
+                                          r"backend; use python -m ptycho_torch.inference, "
+                                          r"ptycho-infer .* ptycho-convert --to tensorflow"):
+        resolve_inference_payload(args, backend="tf")
+    with pytest.raises(ConfigError, match="model settings are fixed by the bundle"):
+        resolve_inference_payload({**args, "gridsize": 3}, backend="torch")
+    with pytest.raises(ConfigError, match="inference.test_data: required"):
+        resolve_inference_payload({"model_path": args["model_path"]}, backend="torch")
+    with pytest.raises(BundleError, match="no manifest.json here or in"):
+        resolve_inference_payload({**args, "model_path": str(tmp_path)}, backend="torch")
