@@ -25,6 +25,7 @@ file, the key, what was expected and what was found. Keys outside the table are 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -34,10 +35,12 @@ import numpy as np
 
 __all__ = [
     "DataContractError",
+    "DataWarning",
     "PtychoData",
     "validate_arrays",
     "load_npz",
     "save_npz",
+    "warn_if_not_centred",
     "REQUIRED_KEYS",
     "OPTIONAL_KEYS",
 ]
@@ -50,6 +53,10 @@ OPTIONAL_KEYS = ("objectGuess", "scan_index", "xcoords_start", "ycoords_start")
 _MAX_LISTED = 5          # how many offending indices a message lists
 _POSITION_TOL = 1e-6     # object pixels of slack when checking that patches fit the object
 MIN_SCAN_EXTENT_PX = 1.0  # distinct scan positions span at least this many object pixels
+
+
+class DataWarning(UserWarning):
+    """A scan that passes the contract but looks wrong (for instance uncentred patterns)."""
 
 
 class DataContractError(ValueError):
@@ -221,7 +228,35 @@ def _diffraction(chk: _Checker, key: str, value: Any, n_positions: int) -> np.nd
     zero = np.flatnonzero(~out.reshape(M, -1).any(axis=1))
     if zero.size:
         chk.fail_zero_patterns(key, zero, int(zero.size), M, _desc(arr))
+    warn_if_not_centred(chk.source, key, np.einsum("mij,mij->ij", out, out, dtype=np.float64))
     return out
+
+
+def warn_if_not_centred(source: str, key: str, summed_intensity: np.ndarray) -> bool:
+    """Warn (:class:`DataWarning`) when the patterns look uncentred; returns whether it warned.
+
+    ``summed_intensity`` (N, N) is the sum over patterns of amplitude². A far-field pattern with
+    its zero frequency at ``(N//2, N//2)`` has most of its photons in the central N/2 x N/2
+    box; when the four N/4 x N/4 corner boxes (the same area) hold more than twice as many, the
+    stack was most likely stored with the zero frequency at pixel (0, 0) (not ``fftshift``-ed).
+    A central beamstop, or flat noise, does not trip this test.
+    """
+    total = float(np.sum(summed_intensity))
+    N = summed_intensity.shape[-1]
+    q = N // 4
+    if total <= 0 or q == 0:
+        return False
+    centre = float(np.sum(summed_intensity[q:N - q, q:N - q]))
+    corners = sum(float(np.sum(summed_intensity[r, c])) for r in (slice(0, q), slice(N - q, N))
+                  for c in (slice(0, q), slice(N - q, N)))
+    if corners <= 2.0 * centre:
+        return False
+    warnings.warn(f"{source}: key '{key}': the corners of the patterns hold more photons "
+                  f"({corners / total:.0%}) than their centre ({centre / total:.0%}); the zero "
+                  f"frequency must be at pixel ({N // 2}, {N // 2}) — if the patterns were stored "
+                  "unshifted, apply numpy.fft.fftshift over the last two axes",
+                  DataWarning, stacklevel=2)
+    return True
 
 
 def _scan_index(chk: _Checker, key: str, value: Any, M: int) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ptycho.data.contract import (DIFFRACTION_ALIAS, DIFFRACTION_KEY, OPTIONAL_KEYS,
                                   REQUIRED_KEYS, _Checker, _desc, _diffraction, _read_npz,
-                                  _validate)
+                                  _validate, warn_if_not_centred)
 from ptycho.data.lazy import ArrayPatterns, PatternFile, open_pattern_member, to_amplitude
 
 __all__ = ["StreamedScan", "open_scan", "pattern_photons", "normalization_factor",
@@ -156,6 +156,7 @@ def _check_patterns(chk: _Checker, key: str, patterns: PatternFile,
     nonfinite, negative, overflow = _FirstHit(), _FirstHit(), _FirstHit()
     zero_count, zero_first = 0, []
     photons = np.empty(M, dtype=np.float64)
+    summed = np.zeros((patterns.N, patterns.N), dtype=np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         for start, raw in patterns.raw_chunks(chunk_patterns(patterns.N, chunk_bytes)):
             if kind == "f":
@@ -169,6 +170,7 @@ def _check_patterns(chk: _Checker, key: str, patterns: PatternFile,
             zero_count += int(zero.size)
             zero_first.extend((zero[:6 - len(zero_first)] + start).tolist())
             photons[start:start + len(amp)] = _photons(amp)
+            summed += np.einsum("mij,mij->ij", amp, amp, dtype=np.float64)
     desc = _desc(patterns)
     if nonfinite.count:
         chk.fail_nonfinite(key, nonfinite.count, nonfinite.first, nonfinite.value, desc)
@@ -181,6 +183,7 @@ def _check_patterns(chk: _Checker, key: str, patterns: PatternFile,
                            note=" after conversion to float32 (values too large)")
     if zero_count:
         chk.fail_zero_patterns(key, np.asarray(zero_first), zero_count, M, desc)
+    warn_if_not_centred(chk.source, key, summed)
     return photons
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -391,3 +392,32 @@ def test_not_a_mapping():
 def test_save_npz_refuses_non_ptychodata(tmp_path):
     with pytest.raises(TypeError):
         save_npz(tmp_path / "x.npz", valid_arrays())
+
+
+def _centred_patterns(M_: int = 5, n: int = 16, beamstop: bool = False) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    r2 = np.add.outer((np.arange(n) - n // 2) ** 2, (np.arange(n) - n // 2) ** 2)
+    diff = np.exp(-r2 / 8.0)[None] * (1.0 + 0.1 * rng.random((M_, n, n)))
+    if beamstop:
+        diff = diff * (r2 > 2)
+    return diff.astype(np.float32)
+
+
+@pytest.mark.parametrize("reader", ["eager", "streamed"])
+def test_uncentred_patterns_are_warned_about(tmp_path, reader):
+    from ptycho.data.contract import DataWarning
+    from ptycho.data.stream import open_scan
+
+    read = load_npz if reader == "eager" else open_scan
+    arrays = valid_arrays()
+    arrays["diff3d"] = np.fft.ifftshift(_centred_patterns(M, N), axes=(-2, -1))
+    with pytest.warns(DataWarning, match=r"scan.npz: key 'diff3d': the corners of the patterns "
+                                         r"hold more photons .* zero frequency must be at pixel "
+                                         r"\(4, 4\) .* numpy.fft.fftshift"):
+        read(write(tmp_path, arrays))
+    for centred in (_centred_patterns(M, N), _centred_patterns(M, N, beamstop=True),
+                    (np.random.default_rng(0).random((M, N, N)) + 0.05).astype(np.float32)):
+        arrays["diff3d"] = centred
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DataWarning)
+            read(write(tmp_path, arrays, name="ok.npz"))
