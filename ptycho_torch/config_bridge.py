@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from ptycho.config import ConfigError
 from ptycho.config_bridge import to_lightning_trainer_kwargs
 from ptycho.payload import TrainingPayload
 
@@ -44,8 +45,8 @@ def resolve_accelerator(accelerator: str) -> str:
         return "cpu"
     if accelerator == "gpu":
         if not torch.cuda.is_available():
-            raise RuntimeError("accelerator 'gpu' was requested but torch sees no CUDA device "
-                               f"(torch {torch.__version__}); use --accelerator cpu or auto")
+            raise ConfigError("execution.accelerator: 'gpu' was requested but torch sees no CUDA "
+                              f"device (torch {torch.__version__}); use --accelerator cpu or auto")
         return "cuda"
     if accelerator == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -68,8 +69,8 @@ def build_logger(payload: TrainingPayload) -> Any:
 
         if importlib.util.find_spec("tensorboard") is None \
                 and importlib.util.find_spec("tensorboardX") is None:
-            raise RuntimeError("execution.logger 'tensorboard' needs the tensorboard package, "
-                               "which is not installed; use --logger csv or install tensorboard")
+            raise ConfigError("execution.logger: 'tensorboard' needs the tensorboard package, "
+                              "which is not installed; use --logger csv or install tensorboard")
         from lightning.pytorch.loggers import TensorBoardLogger
 
         return TensorBoardLogger(save_dir=out, name="logs")

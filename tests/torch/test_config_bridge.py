@@ -7,6 +7,7 @@ pytest.importorskip("lightning")
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 
+from ptycho.config import ConfigError  # noqa: E402
 from ptycho_torch import config_bridge as cb  # noqa: E402
 from tests.torch.torch_testdata import make_payload  # noqa: E402
 
@@ -43,7 +44,7 @@ def test_logger_none_and_extra_callbacks(tiny_scan, tmp_path):
 def test_gpu_without_cuda_is_an_error_not_a_silent_cpu_run(tiny_scan, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     payload = make_payload(tiny_scan, output_dir=tmp_path, execution={"accelerator": "gpu"})
-    with pytest.raises(RuntimeError, match="gpu"):
+    with pytest.raises(ConfigError, match="execution.accelerator: 'gpu'"):
         cb.trainer_kwargs(payload)
     assert cb.resolve_accelerator("auto") == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -57,5 +58,23 @@ def test_tensorboard_logger_needs_the_package(tiny_scan, tmp_path, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name.startswith("tensorboard") else real(name, *a))
-    with pytest.raises(RuntimeError, match="tensorboard"):
+    with pytest.raises(ConfigError, match="execution.logger: 'tensorboard' needs"):
         cb.build_logger(payload)
+
+
+def test_tensorboard_logger_records_the_losses(tiny_scan, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ptycho_torch.workflows.components import run_training
+
+    payload = make_payload(tiny_scan, output_dir=tmp_path, execution={"logger": "tensorboard"},
+                           training={"max_epochs": 2, "batch_size": 8})
+    run_training(payload, tiny_scan)
+    events = sorted((tmp_path / "logs").rglob("events.out.tfevents.*"))
+    assert events
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"train_loss", "val_loss"} <= set(tags), tags
+    assert len(acc.Scalars("val_loss")) == 2
