@@ -22,7 +22,7 @@ import numpy as np
 
 from benchmarks.report import markdown_table
 from ptycho.atomic import atomic_write_json
-from ptycho.bundle import read_manifest
+from ptycho.bundle import read_manifest, resolve_bundle_dir
 from ptycho.data.contract import load_npz
 from ptycho.metrics import evaluate_reconstruction
 from ptycho.refine import DEFAULT_LEARNING_RATE, refine_object
@@ -51,7 +51,7 @@ def compare_starts(inference_dir: str, test_data: str, model_path: str,
     if run["object"].shape != data.object.shape:
         raise ValueError(f"{inference_dir}: canvas {run['object'].shape} is not the frame of "
                          f"{test_data}'s objectGuess {data.object.shape}")
-    scale = float(read_manifest(model_path)["intensity_scale"])
+    scale = float(read_manifest(resolve_bundle_dir(model_path))["intensity_scale"])
     patterns = data.diffraction[run["index"]]
     net, mask = run["object"], run["mask"]
     flat = np.full(net.shape, np.median(np.abs(net[mask])), np.complex64)
@@ -80,7 +80,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--test-data", "--test_data", dest="test_data", required=True,
                    help="the scan that run reconstructed (.npz with objectGuess)")
     p.add_argument("--model_path", "--model-path", dest="model_path", required=True,
-                   help="the model bundle of that run (for its intensity scale)")
+                   help="the model bundle of that run, or its training output directory "
+                        "(for its intensity scale)")
     p.add_argument("--steps", type=int, nargs="+", default=[0, 25, 50, 100, 200],
                    help="refinement step counts (default: 0 25 50 100 200)")
     p.add_argument("--learning-rate", "--learning_rate", dest="learning_rate", type=float,
