@@ -47,6 +47,11 @@ def test_both_starts_are_refined_and_scored_like_the_inference(run, tmp_path, ca
     assert rows["network", 0]["phase_ssim"] == pytest.approx(network["phase_ssim"], abs=1e-5)
     for start in ("network", "flat"):
         assert rows[start, 6]["nll_per_pattern"] < rows[start, 0]["nll_per_pattern"]
+    # the training output directory names the same bundle
+    again = tmp_path / "again.json"
+    assert refine_start.main([str(inf), "--test-data", str(test), "--model_path",
+                              str(bundle.parent), "--steps", "0", "--json", str(again)]) == 0
+    assert json.loads(again.read_text())["intensity_scale"] == result["intensity_scale"]
 
 
 def test_missing_inputs_are_reported(run, tmp_path, capsys):
