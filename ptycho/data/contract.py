@@ -172,11 +172,12 @@ def _check_scan_extent(chk: _Checker, xcoords: np.ndarray, ycoords: np.ndarray) 
         return
     extent = max(float(np.ptp(xcoords)), float(np.ptp(ycoords)))
     if 0.0 < extent < MIN_SCAN_EXTENT_PX:
+        x_range = f"{xcoords.min():.6g}..{xcoords.max():.6g}"
+        y_range = f"{ycoords.min():.6g}..{ycoords.max():.6g}"
         chk.fail("xcoords", f"all {len(xcoords)} scan positions lie within {extent:.3g} object "
-                            f"pixels of each other (x range {xcoords.min():.6g}..{xcoords.max():.6g}, "
-                            f"y range {ycoords.min():.6g}..{ycoords.max():.6g}); positions must be "
-                            "in object pixels — if the file stores physical units (m), divide "
-                            "'xcoords' and 'ycoords' by the object pixel size")
+                            f"pixels of each other (x range {x_range}, y range {y_range}); "
+                            "positions must be in object pixels — if the file stores physical "
+                            "units (m), divide 'xcoords' and 'ycoords' by the object pixel size")
 
 
 def _complex_image(chk: _Checker, key: str, value: Any, expected: str) -> np.ndarray:
@@ -253,8 +254,8 @@ def warn_if_not_centred(source: str, key: str, summed_intensity: np.ndarray) -> 
         return False
     warnings.warn(f"{source}: key '{key}': the corners of the patterns hold more photons "
                   f"({corners / total:.0%}) than their centre ({centre / total:.0%}); the zero "
-                  f"frequency must be at pixel ({N // 2}, {N // 2}) — if the patterns were stored "
-                  "unshifted, apply numpy.fft.fftshift over the last two axes",
+                  f"frequency must be at pixel ({N // 2}, {N // 2}) — if the patterns were "
+                  "stored unshifted, apply numpy.fft.fftshift over the last two axes",
                   DataWarning, stacklevel=2)
     return True
 

@@ -195,7 +195,8 @@ def test_neighbour_count_follows_gridsize_unless_set(tmp_path):
     cfg, records = resolve_config({"gridsize": 3})
     assert cfg.data.K == 11
     derived = [r for r in records if r.source == "derived"]
-    assert [(r.key, r.old, r.new, r.origin) for r in derived] == [("data.K", 6, 11, "model.gridsize")]
+    assert [(r.key, r.old, r.new, r.origin) for r in derived] == [
+        ("data.K", 6, 11, "model.gridsize")]
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"model": {"gridsize": 3}}))
     assert resolve_config({}, yaml_path=path)[0].data.K == 11
