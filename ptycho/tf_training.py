@@ -215,7 +215,8 @@ def fit(model, train: Split, val: Optional[Split], *, epochs: int, batch_size: i
         log: Callable[[str], None] = print, progress: Optional[bool] = None,
         step_schedule: Optional[Callable[[int], Optional[Callable[[int], float]]]] = None,
         checkpoint: Optional[Path] = None, resume: bool = False,
-        model_config: Optional[Mapping[str, Any]] = None) -> FitResult:
+        model_config: Optional[Mapping[str, Any]] = None,
+        summary_dir: Optional[Path] = None) -> FitResult:
     """Train ``model`` in place and return the history.
 
     ``callback_kwargs``: ``{"reduce_lr": {...}, "early_stopping": {...}}`` as from
@@ -236,6 +237,8 @@ def fit(model, train: Split, val: Optional[Split], *, epochs: int, batch_size: i
     every epoch, together with ``model_config`` (the config's model section as a dict); with
     ``resume`` the run first restores that state — weights, optimiser, history, best epoch and
     callback counters — and continues after its last epoch (``epochs`` is the total).
+    ``summary_dir`` receives TensorBoard event files (``tf.summary``) with every history value
+    per epoch (step = 0-based epoch).
     """
     if len(train) == 0:
         raise ValueError("the training split holds no groups")
@@ -279,6 +282,7 @@ def fit(model, train: Split, val: Optional[Split], *, epochs: int, batch_size: i
                 "writing the bundle from it without further training")
         else:
             log(f"resuming from {checkpoint} after epoch {start_epoch} of {epochs}")
+    writer = None if summary_dir is None else tf.summary.create_file_writer(str(summary_dir))
     for epoch in range(start_epoch, int(epochs)):
         t0 = time.perf_counter()
         callbacks.on_epoch_begin(epoch)
@@ -302,6 +306,12 @@ def fit(model, train: Split, val: Optional[Split], *, epochs: int, batch_size: i
                "time_s": time.perf_counter() - t0}
         for k in HISTORY_KEYS:
             history[k].append(row[k])
+        if writer is not None:
+            with writer.as_default():
+                for k in HISTORY_KEYS[1:]:
+                    if math.isfinite(row[k]):
+                        tf.summary.scalar(k, row[k], step=epoch)
+            writer.flush()
         current = row[monitor]
         if current < best:
             best, best_weights, result.best_epoch = current, model.get_weights(), epoch
@@ -322,6 +332,8 @@ def fit(model, train: Split, val: Optional[Split], *, epochs: int, batch_size: i
                 f"{es.get('patience')} epochs")
             break
     callbacks.on_train_end()
+    if writer is not None:
+        writer.close()
     if best_weights is not None:
         model.set_weights(best_weights)
     return result

@@ -12,6 +12,9 @@ the same seed). ``run_training`` writes into ``training.output_dir``:
 * ``model/`` -- the model bundle (``ptycho.bundle.write_bundle``: manifest, ``model.weights.h5``,
   ``probe.npy``) with the weights of the best epoch and the *trained* intensity scale;
 * ``history.json``, ``history.csv``, ``loss_curve.png``;
+* with ``execution.logger == "tensorboard"``: TensorBoard event files of the per-epoch
+  history under ``logs/`` (``"csv"`` and ``"none"`` add nothing: ``history.csv`` is always
+  written);
 * ``checkpoints/last.npz`` -- the training state after the latest epoch
   (:mod:`ptycho.tf_checkpoint`); with ``training.resume`` a run continues from it;
 * with ``log_patch_stats``: ``tf_patch_stats.json`` and ``tf_patch_grid.png`` of the model's
@@ -171,6 +174,7 @@ def run_training(payload, train_data, test_data=None, *,
         precision=ex.precision, patch_logger=patch_logger, log=log,
         step_schedule=functools.partial(to_step_learning_rate, cfg),
         checkpoint=checkpoint_path(out), resume=t.resume,
+        summary_dir=out / "logs" if ex.logger == "tensorboard" else None,
         model_config=json.loads(json.dumps(dataclasses.asdict(m))))
 
     files: dict[str, Any] = {}

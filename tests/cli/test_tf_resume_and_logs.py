@@ -1,4 +1,4 @@
-"""Interrupted TensorFlow training: --resume continues from checkpoints/last.npz."""
+"""TensorFlow training: --resume continues from checkpoints/last.npz; --logger tensorboard."""
 import json
 
 import numpy as np
@@ -93,3 +93,24 @@ def test_resume_errors_are_clear(data, tmp_path, capsys):
     checkpoint_path(out).write_bytes(b"not an npz")
     assert train.main(_argv(data, out, 2, "--resume")) == 2
     assert "not a readable TensorFlow training checkpoint" in capsys.readouterr().err
+
+
+def test_tensorboard_logger_writes_the_history(data, tmp_path):
+    import tensorflow as tf
+
+    out = tmp_path / "tb"
+    assert train.main(_argv(data, out, 2, "--logger", "tensorboard")) == 0
+    events = sorted((out / "logs").glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    scalars: dict = {}
+    for event in tf.compat.v1.train.summary_iterator(str(events[0])):
+        for value in event.summary.value:
+            scalars.setdefault(value.tag, []).append(
+                (event.step, float(tf.make_ndarray(value.tensor))))
+    history = json.loads((out / "history.json").read_text())
+    for key in ("train_loss", "val_loss", "lr", "intensity_scale"):
+        assert [s for s, _ in scalars[key]] == [0, 1]
+        np.testing.assert_allclose([v for _, v in scalars[key]], history[key], rtol=1e-6)
+    assert not (tmp_path / "csv" / "logs").exists()
+    assert train.main(_argv(data, tmp_path / "csv", 1, "--logger", "csv")) == 0
+    assert not (tmp_path / "csv" / "logs").exists() and (tmp_path / "csv" / "history.csv").is_file()
