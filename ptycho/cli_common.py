@@ -36,6 +36,7 @@ __all__ = [
     "add_execution_arguments",
     "namespace_to_overrides",
     "resolve_namespace",
+    "inert_settings",
 ]
 
 
@@ -251,3 +252,16 @@ def resolve_namespace(ns: argparse.Namespace, context: str = "training",
     """``resolve_config`` from parsed flags: defaults < ``base`` < ``--config`` file < flags."""
     return resolve_config(namespace_to_overrides(ns), yaml_path=getattr(ns, "config", None),
                           base=base, context=context)
+
+
+def inert_settings(execution, backend: str) -> list[str]:
+    """Notes on execution settings (``ptycho.config.ExecutionConfig``) that ``backend``
+    (``"tf"`` or ``"torch"``) accepts but does not use, so the CLIs can say so instead of
+    ignoring them silently."""
+    notes = []
+    if backend == "tf" and execution.num_workers > 0:
+        notes.append(f"execution.num_workers={execution.num_workers} has no effect on the "
+                     "TensorFlow backend (it prepares its batches in the main process)")
+    if backend == "torch" and execution.jit_compile:
+        notes.append("execution.jit_compile (XLA) has no effect on the PyTorch backend")
+    return notes

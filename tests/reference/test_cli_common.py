@@ -217,3 +217,13 @@ def test_namespace_to_overrides_keeps_only_given_shared_flags():
 def test_bad_values_are_usage_errors(argv):
     with pytest.raises((SystemExit, argparse.ArgumentError)):
         _parser("training").parse_args(argv)
+
+
+def test_inert_settings_are_named_for_the_backend_that_ignores_them():
+    from ptycho.cli_common import inert_settings
+    from ptycho.config import ExecutionConfig
+
+    both = ExecutionConfig(num_workers=2, jit_compile=True)
+    assert [n.split(" ")[0] for n in inert_settings(both, "tf")] == ["execution.num_workers=2"]
+    assert [n.split(" ")[0] for n in inert_settings(both, "torch")] == ["execution.jit_compile"]
+    assert inert_settings(ExecutionConfig(), "tf") == inert_settings(ExecutionConfig(), "torch") == []
