@@ -98,15 +98,8 @@ def save_complex_image_png(obj, path_amp: str | os.PathLike, path_phase: str | o
     return out[0], out[1]
 
 
-def save_loss_curve_png(history: Mapping[str, Sequence[float]], path: str | os.PathLike,
-                        title: str = "training history") -> Path:
-    """Plot each series of ``history`` (e.g. ``{"loss": [...], "val_loss": [...]}``) per epoch.
-
-    The x axis is the epoch number (1-based). The y axis is logarithmic when every finite value
-    is positive and they span more than a factor of 10, linear otherwise (a Poisson NLL without
-    ``log K!`` is often negative). Non-finite values are left out of the plot. An empty history,
-    or one whose series hold no finite value at all, raises ``ValueError``.
-    """
+def _series(history: Mapping[str, Sequence[float]]) -> dict[str, np.ndarray]:
+    """``history`` as 1-D float arrays; ``ValueError`` when it is empty or holds no finite value."""
     if not history:
         raise ValueError("history is empty: nothing to plot")
     series: dict[str, np.ndarray] = {}
@@ -118,8 +111,11 @@ def save_loss_curve_png(history: Mapping[str, Sequence[float]], path: str | os.P
     finite = np.concatenate([v[np.isfinite(v)] for v in series.values()])
     if finite.size == 0:
         raise ValueError(f"history has no finite values in any of {sorted(series)}")
-    fig = new_figure((6.0, 4.0))
-    ax = fig.add_subplot(1, 1, 1)
+    return series
+
+
+def _plot_epochs(ax, series: Mapping[str, np.ndarray], title: str, ylabel: str) -> None:
+    finite = np.concatenate([v[np.isfinite(v)] for v in series.values()])
     for key, v in series.items():
         epochs = np.arange(1, v.size + 1)
         ok = np.isfinite(v)
@@ -127,10 +123,30 @@ def save_loss_curve_png(history: Mapping[str, Sequence[float]], path: str | os.P
     if np.all(finite > 0) and finite.max() > 10 * finite.min():
         ax.set_yscale("log")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("value")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def save_loss_curve_png(history: Mapping[str, Sequence[float]], path: str | os.PathLike,
+                        title: str = "training history",
+                        second: Mapping[str, Sequence[float]] | None = None,
+                        second_title: str = "") -> Path:
+    """Plot each series of ``history`` (e.g. ``{"loss": [...], "val_loss": [...]}``) per epoch;
+    with ``second``, its series in a panel to the right titled ``second_title``.
+
+    The x axis is the epoch number (1-based). A panel's y axis is logarithmic when every finite
+    value is positive and they span more than a factor of 10, linear otherwise (a Poisson NLL
+    without ``log K!`` is often negative). Non-finite values are left out of the plot. An empty
+    history, or one whose series hold no finite value at all, raises ``ValueError``.
+    """
+    panels = [(_series(history), title)]
+    if second:
+        panels.append((_series(second), second_title))
+    fig = new_figure((6.0 * len(panels), 4.0))
+    for i, (series, panel_title) in enumerate(panels):
+        _plot_epochs(fig.add_subplot(1, len(panels), i + 1), series, panel_title, "value")
     fig.tight_layout()
     return save_figure_png(fig, path)
 

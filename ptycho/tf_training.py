@@ -23,9 +23,7 @@ the model's channels-last layout.
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import math
 import sys
 import time
@@ -44,7 +42,7 @@ from ptycho.tf_checkpoint import (CALLBACK_STATE_ATTRIBUTES, TrainingState, chec
                                   load_checkpoint, save_checkpoint)
 
 __all__ = ["HISTORY_KEYS", "Split", "split_from_grouped", "poisson_losses", "supervised_loss",
-           "make_optimizer", "make_steps", "FitResult", "fit", "write_history"]
+           "make_optimizer", "make_steps", "FitResult", "fit"]
 
 HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "train_nll_full", "val_nll_full", "lr",
                 "intensity_scale", "time_s")
@@ -358,33 +356,3 @@ def _restore_state(model, optimizer, watchers, state: TrainingState, path) -> No
         for key, value in counters.items():
             if value is not None:
                 setattr(callback, key, value)
-
-
-# ---------------------------------------------------------------------------------- files
-def write_history(history: Mapping[str, list], output_dir: Path, title: str) -> dict[str, Path]:
-    """Write ``history.json``, ``history.csv`` and ``loss_curve.png`` atomically.
-
-    Non-finite values (e.g. ``val_loss`` without validation data) become ``null`` in JSON and
-    empty cells in CSV.
-    """
-    from ptycho.atomic import atomic_write_json, atomic_write_text
-    from ptycho.plotting import save_loss_curve_png
-
-    def finite(v):
-        return not isinstance(v, float) or math.isfinite(v)
-
-    data = {k: [v if finite(v) else None for v in vals] for k, vals in history.items()}
-    paths = {"json": atomic_write_json(output_dir / "history.json", data)}
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    keys = list(history)
-    writer.writerow(keys)
-    for row in zip(*(history[k] for k in keys)):
-        writer.writerow([(repr(v) if isinstance(v, float) else v) if finite(v) else ""
-                         for v in row])
-    paths["csv"] = atomic_write_text(output_dir / "history.csv", buf.getvalue())
-    curves = {k: history[k] for k in ("train_loss", "val_loss")
-              if any(finite(v) for v in history.get(k, []))}
-    if curves:
-        paths["png"] = save_loss_curve_png(curves, output_dir / "loss_curve.png", title=title)
-    return paths

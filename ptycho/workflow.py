@@ -127,6 +127,7 @@ def run_training(payload, train_data, test_data=None, *,
     from ptycho.config_bridge import (to_keras_callback_kwargs, to_keras_fit_kwargs,
                                       to_step_learning_rate)
     from ptycho.data.prepare import prepare_grouped_arrays
+    from ptycho.history_files import write_history
     from ptycho.physics import normalization_factor
     from ptycho.sampling import split_groups
     from ptycho.tf_checkpoint import checkpoint_path
@@ -178,9 +179,10 @@ def run_training(payload, train_data, test_data=None, *,
         model_config=json.loads(json.dumps(dataclasses.asdict(m))))
 
     files: dict[str, Any] = {}
-    files.update({f"history_{k}": v for k, v in tf_training.write_history(
+    files.update({f"history_{k}": v for k, v in write_history(
         result.history, out, title="TensorFlow training loss (Poisson NLL per pixel)"
-        if not supervised else "TensorFlow training loss (supervised MAE)").items()})
+        if not supervised else "TensorFlow training loss (supervised MAE)",
+        full_nll=not supervised).items()})
     if patch_logger is not None and patch_logger.entries:
         written = patch_logger.write()
         files["patch_stats"], files["patch_grid"] = Path(written["json"]), Path(written["png"])

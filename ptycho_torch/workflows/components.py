@@ -23,16 +23,14 @@ after training finished, so an interrupted run never leaves a partial bundle beh
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable, Optional
 
-from ptycho.atomic import atomic_write_json, atomic_write_text
 from ptycho.bundle import BUNDLE_DIRNAME
+from ptycho.history_files import write_history
 from ptycho.data.contract import PtychoData
 from ptycho.payload import TrainingPayload, build_training_payload
 
@@ -108,31 +106,6 @@ def make_resume_hint_callback(checkpoint: Path):
                       f"--resume (from {checkpoint})", file=sys.stderr, flush=True)
 
     return ResumeHint()
-
-
-def write_history(history: Mapping[str, list], output_dir: Path) -> dict[str, Path]:
-    """Write ``history.json``, ``history.csv`` and ``loss_curve.png`` (atomically)."""
-    from ptycho.plotting import save_loss_curve_png
-
-    def clean(v: Any) -> Any:
-        return v if not isinstance(v, float) or math.isfinite(v) else None
-
-    data = {k: [clean(v) for v in vals] for k, vals in history.items()}
-    paths = {"json": atomic_write_json(output_dir / "history.json", data)}
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    keys = list(history)
-    writer.writerow(keys)
-    for row in zip(*(history[k] for k in keys)):
-        writer.writerow(["" if v is None or (isinstance(v, float) and not math.isfinite(v))
-                         else repr(v) if isinstance(v, float) else v for v in row])
-    paths["csv"] = atomic_write_text(output_dir / "history.csv", buf.getvalue())
-    curves = {k: history[k] for k in ("train_loss", "val_loss")
-              if any(isinstance(v, float) and math.isfinite(v) for v in history.get(k, []))}
-    if curves:
-        paths["png"] = save_loss_curve_png(curves, output_dir / "loss_curve.png",
-                                           title="PyTorch training loss (Poisson NLL per pixel)")
-    return paths
 
 
 def save_state_dict(module, path: Path) -> None:
@@ -223,7 +196,10 @@ def run_training(payload: TrainingPayload, train_data: Optional[PtychoData] = No
         return TrainingResult(bundle_dir=bundle_dir, history=history, intensity_scale=scale,
                               best_epoch=best_epoch, epochs_run=len(history["epoch"]),
                               module=module, trainer=trainer)
-    files = write_history(history, out)
+    supervised = cfg.model.mode == "supervised"
+    files = write_history(history, out, title="PyTorch training loss (supervised MAE)"
+                          if supervised else "PyTorch training loss (Poisson NLL per pixel)",
+                          full_nll=not supervised)
     stats_files = module.patch_stats_written()
     if stats_files:
         files["patch_stats"] = Path(stats_files["json"])

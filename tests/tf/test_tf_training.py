@@ -3,8 +3,6 @@ supervised and mixed-precision paths run, patch statistics and history files are
 
 from __future__ import annotations
 
-import csv
-import json
 
 import numpy as np
 import pytest
@@ -108,19 +106,3 @@ def test_mixed_precision_partial_batches_and_patch_stats(data, tmp_path):
     phases = [(e["phase"], e["epoch"], e["batch_idx"], e["batch_size"]) for e in logger.entries]
     assert phases == [("train", 0, 0, 4), ("train", 0, 1, 4), ("val", 0, 0, 4),
                       ("val", 0, 1, 2)]
-
-
-def test_write_history(tmp_path):
-    history = {k: [] for k in tf_training.HISTORY_KEYS}
-    for epoch in range(3):
-        row = dict(epoch=epoch, train_loss=-10.0 - epoch, val_loss=float("nan"),
-                   train_nll_full=2.0 - epoch / 10, val_nll_full=float("nan"), lr=1e-3,
-                   intensity_scale=3.0, time_s=0.5)
-        for k in history:
-            history[k].append(row[k])
-    paths = tf_training.write_history(history, tmp_path, title="t")
-    data = json.loads(paths["json"].read_text())
-    assert data["val_loss"] == [None, None, None] and data["train_loss"] == [-10.0, -11.0, -12.0]
-    rows = list(csv.reader(paths["csv"].read_text().splitlines()))
-    assert rows[0] == list(tf_training.HISTORY_KEYS) and rows[2][2] == "" and len(rows) == 4
-    assert paths["png"].stat().st_size > 1000
