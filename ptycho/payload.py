@@ -13,15 +13,15 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Optional
 
 import numpy as np
 
 from ptycho import physics
 from ptycho.atomic import sha256_file
-from ptycho.config import PtychoConfig, from_dict, to_dict
-from ptycho.config_bridge import Override
+from ptycho.config import ConfigError, DataConfig, PtychoConfig, from_dict, to_dict
+from ptycho.config_bridge import Override, resolve_config
 
 __all__ = [
     "PAYLOAD_JSON_VERSION",
@@ -298,10 +298,6 @@ def build_training_payload(cli_overrides: Optional[Mapping[str, Any]] = None,
     amplitudes (``data.nphotons`` replaces the measured mean photons when given). Raises
     ``ConfigError`` without a training file and ``DataContractError`` for a bad file.
     """
-    import dataclasses
-
-    from ptycho.config import ConfigError
-    from ptycho.config_bridge import resolve_config
     from ptycho.data.contract import load_npz
 
     config, overrides = resolve_config(cli_overrides or {}, yaml_path=config_path,
@@ -314,7 +310,7 @@ def build_training_payload(cli_overrides: Optional[Mapping[str, Any]] = None,
     if not any(o.key == "model.N" and o.source in ("cli", "yaml") for o in overrides) \
             and train.N != config.model.N:
         old = config.model.N
-        config = dataclasses.replace(config, model=dataclasses.replace(config.model, N=train.N))
+        config = replace(config, model=replace(config.model, N=train.N))
         overrides = tuple(overrides) + (Override("data", "model.N", old, train.N,
                                                  origin=str(config.data.train_data_file)),)
     for data in (train, test):
@@ -343,9 +339,7 @@ def resolve_inference_payload(cli_overrides: Optional[Mapping[str, Any]] = None,
     refused by ``ptycho.bundle.load_bundle``); a bundle of the other backend, and model
     settings other than the bundle's (the weights fix them), are refused with ``ConfigError``.
     """
-    from ptycho.bundle import load_bundle, resolve_bundle_dir
-    from ptycho.config import ConfigError, DataConfig
-    from ptycho.config_bridge import resolve_config
+    from ptycho.bundle import load_bundle, resolve_bundle_dir     # bundle imports this module
 
     first, _ = resolve_config(cli_overrides or {}, yaml_path=config_path, context="inference")
     if first.inference.model_path is None:
@@ -356,7 +350,7 @@ def resolve_inference_payload(cli_overrides: Optional[Mapping[str, Any]] = None,
     if bundle.backend != backend:
         where = bundle.weights_path.parent
         name, _, convert_to = _INFERENCE_CLI[backend]
-        other = _INFERENCE_CLI.get(bundle.backend, ("", "the other backend's inference", ""))[1]
+        other = _INFERENCE_CLI[bundle.backend][1]
         raise ConfigError(f"{where}: a {bundle.backend!r} bundle cannot be loaded by the {name} "
                           f"backend; use {other}, ptycho-infer (either backend's bundle), or "
                           f"convert it: ptycho-convert --to {convert_to} {where} NEW_DIR")

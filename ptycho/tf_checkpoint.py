@@ -26,7 +26,8 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 __all__ = ["CHECKPOINT_RELPATH", "CALLBACK_STATE_ATTRIBUTES", "TrainingState",
-           "checkpoint_path", "save_checkpoint", "load_checkpoint", "check_same_model"]
+           "checkpoint_path", "require_checkpoint", "save_checkpoint", "load_checkpoint",
+           "check_same_model"]
 
 CHECKPOINT_RELPATH = Path("checkpoints") / "last.npz"
 # Counters of keras.callbacks.ReduceLROnPlateau / EarlyStopping that carry over an epoch boundary.
@@ -37,6 +38,15 @@ _FORMAT = "ptychopinn-tf-checkpoint-1"
 def checkpoint_path(output_dir) -> Path:
     """``<output_dir>/checkpoints/last.npz``: where the TensorFlow backend resumes from."""
     return Path(output_dir) / CHECKPOINT_RELPATH
+
+
+def require_checkpoint(path) -> Path:
+    """``path`` as a ``Path``; ``FileNotFoundError`` saying how to start when it is no file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"resume requested but there is no checkpoint at {path}; "
+                                "run without --resume first")
+    return path
 
 
 @dataclass
@@ -68,6 +78,12 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _plain(mapping: Mapping[str, Any]) -> dict:
+    """``mapping`` as it reads back from JSON (tuples become lists), so saved and live configs
+    compare equal."""
+    return json.loads(json.dumps(dict(mapping)))
+
+
 def save_checkpoint(path, state: TrainingState) -> Path:
     """Write ``state`` to ``path`` atomically; returns the path."""
     from ptycho.atomic import atomic_save_npz
@@ -76,7 +92,7 @@ def save_checkpoint(path, state: TrainingState) -> Path:
             "best": _json_value(state.best), "best_epoch": int(state.best_epoch),
             "history": {k: [_json_value(v) for v in vals] for k, vals in state.history.items()},
             "callbacks": [{k: _json_value(v) for k, v in cb.items()} for cb in state.callbacks],
-            "model_config": state.model_config,
+            "model_config": _plain(state.model_config),
             "n_weights": len(state.weights), "n_optimizer": len(state.optimizer),
             "has_best": state.best_weights is not None}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -94,10 +110,7 @@ def load_checkpoint(path) -> TrainingState:
     Raises ``FileNotFoundError`` when there is none and ``ValueError`` naming the file when it
     is not a readable checkpoint of this format.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"resume requested but there is no checkpoint at {path}; "
-                                "run without --resume first")
+    path = require_checkpoint(path)
     try:
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["state"][()]))
@@ -121,6 +134,7 @@ def load_checkpoint(path) -> TrainingState:
 
 def check_same_model(state: TrainingState, model_config: Mapping[str, Any], path) -> None:
     """``ValueError`` naming the differing keys when the checkpoint's network differs."""
+    model_config = _plain(model_config)
     differ = sorted(k for k in set(state.model_config) | set(model_config)
                     if state.model_config.get(k) != model_config.get(k))
     if differ:

@@ -311,8 +311,9 @@ def fit(model, train: Split, val: Optional[Split], *, epochs: int, batch_size: i
                         tf.summary.scalar(k, row[k], step=epoch)
             writer.flush()
         current = row[monitor]
+        weights = model.get_weights() if checkpoint is not None or current < best else None
         if current < best:
-            best, best_weights, result.best_epoch = current, model.get_weights(), epoch
+            best, best_weights, result.best_epoch = current, weights, epoch
         log(f"epoch {epoch + 1}/{epochs}: train_loss={tr_loss:.6g} val_loss={va_loss:.6g} "
             f"train_nll_full={tr_full:.6g} val_nll_full={va_full:.6g} lr={lr:.3g} "
             f"intensity_scale={row['intensity_scale']:.6g} ({row['time_s']:.1f} s)")
@@ -321,7 +322,7 @@ def fit(model, train: Split, val: Optional[Split], *, epochs: int, batch_size: i
         if checkpoint is not None:
             save_checkpoint(checkpoint, TrainingState(
                 epochs_done=epoch + 1, history=history, best=best, best_epoch=result.best_epoch,
-                weights=model.get_weights(), best_weights=best_weights,
+                weights=weights, best_weights=best_weights,
                 optimizer=[keras.ops.convert_to_numpy(v) for v in optimizer.variables],
                 callbacks=[_callback_state(cb) for cb in watchers], model_config=model_config))
         if model.stop_training:

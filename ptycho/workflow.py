@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -130,15 +129,14 @@ def run_training(payload, train_data, test_data=None, *,
     from ptycho.history_files import write_history
     from ptycho.physics import normalization_factor
     from ptycho.sampling import split_groups
-    from ptycho.tf_checkpoint import checkpoint_path
+    from ptycho.tf_checkpoint import checkpoint_path, require_checkpoint
 
     cfg = payload.config
     m, d, t, ex = cfg.model, cfg.data, cfg.training, cfg.execution
     out = Path(t.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if t.resume and not checkpoint_path(out).is_file():
-        raise FileNotFoundError(f"resume requested but there is no checkpoint at "
-                                f"{checkpoint_path(out)}; run without --resume first")
+    if t.resume:
+        require_checkpoint(checkpoint_path(out))     # before the data are grouped
     device = configure_execution(ex)
     keras.utils.set_random_seed(ex.seed)
     supervised = m.mode == "supervised"
@@ -176,7 +174,7 @@ def run_training(payload, train_data, test_data=None, *,
         step_schedule=functools.partial(to_step_learning_rate, cfg),
         checkpoint=checkpoint_path(out), resume=t.resume,
         summary_dir=out / "logs" if ex.logger == "tensorboard" else None,
-        model_config=json.loads(json.dumps(dataclasses.asdict(m))))
+        model_config=dataclasses.asdict(m))
 
     files: dict[str, Any] = {}
     files.update({f"history_{k}": v for k, v in write_history(
