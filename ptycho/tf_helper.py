@@ -341,6 +341,26 @@ def normalize_overlap(canvas, weight, threshold: float = _OVERLAP_THRESHOLD):
     return tf.where(covered, out, tf.zeros_like(out))
 
 
+def _place_index(L: int, N: int, pad: int) -> np.ndarray:
+    """(L, N) kernel indices ``(y - r - pad) mod 2L``: canvas pixel y receives patch pixel r,
+    which sits at canvas pixel ``r + pad`` before the shift."""
+    return (np.arange(L)[:, None] - np.arange(N)[None, :] - pad) % (2 * L)
+
+
+def _fourier_shift_matrices(offsets, size: int, index: np.ndarray):
+    """Row and column matrices of ``translate``'s Fourier shift, one pair per offset.
+
+    offsets ``(B, 2)`` float64; the shift on a periodic grid of ``size`` pixels is the
+    convolution with ``k = ifft(exp(-2πi f d))``, so ``W[b, i, j] = k_b[index[i, j]]``.
+    Returns two complex128 tensors of shape ``(B,) + index.shape``.
+    """
+    f = tf.constant(_fftfreq(size), dtype=tf.float64)
+    angle = -2.0 * math.pi * offsets[:, :, None] * f[None, None, :]  # (B, 2, size)
+    kernels = tf.signal.ifft(tf.complex(tf.cos(angle), tf.sin(angle)))
+    idx = tf.constant(index, dtype=tf.int32)
+    return tf.gather(kernels[:, 0], idx, axis=1), tf.gather(kernels[:, 1], idx, axis=1)
+
+
 def group_reassemble(patches, offsets, pad: int | None = None, interpolation: str = "bilinear",
                      footprint=None, threshold: float | None = None):
     """Per-group overlap constraint: average each group's patches on its own canvas, cut back.
@@ -396,9 +416,14 @@ def group_reassemble(patches, offsets, pad: int | None = None, interpolation: st
         placed = _apply_rows_cols(flat, ay, ax)                       # (B*C, L, L)
         placed_fp = _apply_rows_cols(fps, ay, ax)
     else:
-        padding = [[0, 0], [pad, pad], [pad, pad]]
-        placed = translate(tf.pad(flat, padding), flat_off, "fourier")
-        placed_fp = translate(tf.pad(fps, padding), flat_off, "fourier")
+        # translate's (2L, 2L) Fourier shift as Toeplitz matrices: the same numbers from two small
+        # matrix products per patch instead of two (2L, 2L) FFTs per canvas.
+        ay, ax = _fourier_shift_matrices(flat_off, 2 * L, _place_index(L, N, pad))  # (B*C, L, N)
+        placed = tf.matmul(tf.matmul(ay, tf.cast(flat, tf.complex128)), ax, transpose_b=True)
+        placed_fp = tf.math.real(tf.matmul(tf.matmul(ay, tf.cast(fps, tf.complex128)), ax,
+                                           transpose_b=True))
+        if not patches.dtype.is_complex:
+            placed = tf.math.real(placed)
     canvas = tf.reduce_sum(tf.reshape(placed, tf.stack([b, c, L, L])), axis=1)      # (B, L, L)
     count = tf.reduce_sum(tf.reshape(placed_fp, tf.stack([b, c, L, L])), axis=1)
     avg = normalize_overlap(canvas, count, threshold)
@@ -407,7 +432,11 @@ def group_reassemble(patches, offsets, pad: int | None = None, interpolation: st
         # Translating by -offset and cropping the centre is the transpose of the placement.
         out = _apply_rows_cols(avg_rep, tf.transpose(ay, (0, 2, 1)), tf.transpose(ax, (0, 2, 1)))
     else:
-        out = translate(avg_rep, -flat_off, "fourier")[:, pad:pad + N, pad:pad + N]
+        back_index = (-_place_index(L, N, pad).T) % (2 * L)
+        by, bx = _fourier_shift_matrices(-flat_off, 2 * L, back_index)  # (B*C, N, L)
+        out = tf.matmul(tf.matmul(by, tf.cast(avg_rep, tf.complex128)), bx, transpose_b=True)
+        if not patches.dtype.is_complex:
+            out = tf.math.real(out)
     out = tf.cast(out, patches.dtype)
     return tf.reshape(out, tf.stack([b, c, N, N]))
 

@@ -195,6 +195,51 @@ def central_mask(N: int, *, dtype: torch.dtype = torch.float32,
     return mask
 
 
+def _shift_kernels(offsets: torch.Tensor, size: int) -> torch.Tensor:
+    """Kernels of ``translate``'s Fourier shift on a periodic grid of ``size`` pixels.
+
+    offsets (..., 2) real → (..., 2, size) complex: ``k[j] = ifft(exp(-2πi f d))[j]``, so that
+    shifting a zero-padded signal ``x`` gives ``out[m] = Σ_n x[n] k[(m - n) mod size]``."""
+    f = torch.fft.fftfreq(size, device=offsets.device, dtype=torch.float64).to(offsets.dtype)
+    phase = -2.0 * math.pi * offsets[..., None] * f
+    return torch.fft.ifft(torch.polar(torch.ones_like(phase), phase), dim=-1)
+
+
+def _group_reassemble_fourier(patches: torch.Tensor, offsets: torch.Tensor, pad: int,
+                              footprint: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Fourier ``group_reassemble`` as separable shift matrices; the same numbers as ``translate``.
+
+    ``translate`` zero-pads an (L, L) canvas to (2L, 2L), multiplies its spectrum by a separable
+    phase ramp and crops back, which is ``T_y · image · T_xᵀ`` with Toeplitz matrices cut from
+    one shift kernel per axis (``_shift_kernels``). Placing an N x N patch on the canvas and
+    cutting it back out then take two small matrix products each, instead of two (2L, 2L) FFTs
+    per canvas.
+    """
+    N = patches.shape[-1]
+    L = N + 2 * pad
+    size = 2 * L
+    kernels = _shift_kernels(offsets, size)  # (B, C, 2, 2L)
+    rows_l = torch.arange(L, device=patches.device)
+    rows_n = torch.arange(N, device=patches.device)
+    # Canvas pixel y receives patch pixel r (placed at canvas pixel r + pad) with weight
+    # k_d[y - r - pad]; cutting back out reads canvas pixel y into patch pixel r with k_-d.
+    place_idx = (rows_l[:, None] - rows_n[None, :] - pad) % size  # (L, N)
+    back_idx = (rows_n[:, None] + pad - rows_l[None, :]) % size  # (N, L)
+    ay, ax = kernels[..., 0, :][..., place_idx], kernels[..., 1, :][..., place_idx]
+    back_kernels = _shift_kernels(-offsets, size)
+    by, bx = back_kernels[..., 0, :][..., back_idx], back_kernels[..., 1, :][..., back_idx]
+    wide = kernels.dtype
+    total = (ay @ patches.to(wide) @ ax.transpose(-1, -2)).sum(dim=1)  # (B, L, L)
+    count = (ay @ footprint.to(wide) @ ax.transpose(-1, -2)).real.sum(dim=1)
+    if not patches.is_complex():
+        total = total.real
+    keep = count > threshold
+    safe = torch.where(keep, count, torch.ones_like(count))
+    avg = torch.where(keep, total / safe, torch.zeros_like(total))
+    back = by @ avg[:, None].to(wide) @ bx.transpose(-1, -2)  # (B, C, N, N)
+    return back if patches.is_complex() else back.real
+
+
 def group_reassemble(patches: torch.Tensor, offsets: torch.Tensor, pad: int | None = None,
                      interpolation: str = "bilinear",
                      footprint: torch.Tensor | None = None,
@@ -237,6 +282,8 @@ def group_reassemble(patches: torch.Tensor, offsets: torch.Tensor, pad: int | No
         raise ValueError(f"footprint must have shape {(N, N)}, got {tuple(footprint.shape)}")
     footprint = footprint.to(device=patches.device, dtype=rdtype)
     L = N + 2 * pad
+    if interpolation == "fourier":
+        return _group_reassemble_fourier(patches, offsets.to(rdtype), pad, footprint, threshold)
     flat_off = offsets.reshape(B * C, 2).to(rdtype)
     padded = torch.nn.functional.pad(patches.reshape(B * C, N, N), (pad, pad, pad, pad))
     placed = translate(padded, flat_off, interpolation).reshape(B, C, L, L)
