@@ -95,8 +95,8 @@ WHY_MISSED = [
     "- **Time-to-image vs rPIE.** At 512 patterns the fixed costs dominate: reading the bundle "
     "and scan, building the model, stitching with Fourier sub-pixel placement, and writing "
     "PNGs and metrics. The prediction itself runs at the inference pat/s of the table. "
-    "Gridsize 2 spends most of its time in the per-group reassembly of the overlap "
-    "constraint, which runs on (N + N) x (N + N) canvases.",
+    "Gridsize 2 adds the per-group reassembly of the overlap constraint on (N + N) x (N + N) "
+    "canvases; `python -m benchmarks.step_time` times it apart from the network.",
     "- **FLOP fraction.** The quarter-width network's convolutions (16 to 64 channels) reach a "
     "lower rate than the full-width shapes of the microbenchmark, and the FFT physics, which "
     "is not counted as FLOPs, takes a larger share of each step.",
