@@ -347,16 +347,17 @@ def _place_index(L: int, N: int, pad: int) -> np.ndarray:
     return (np.arange(L)[:, None] - np.arange(N)[None, :] - pad) % (2 * L)
 
 
-def _fourier_shift_matrices(offsets, size: int, index: np.ndarray):
+def _fourier_shift_matrices(offsets, size: int, index: np.ndarray, dtype):
     """Row and column matrices of ``translate``'s Fourier shift, one pair per offset.
 
     offsets ``(B, 2)`` float64; the shift on a periodic grid of ``size`` pixels is the
-    convolution with ``k = ifft(exp(-2πi f d))``, so ``W[b, i, j] = k_b[index[i, j]]``.
-    Returns two complex128 tensors of shape ``(B,) + index.shape``.
+    convolution with ``k = ifft(exp(-2πi f d))``, so ``W[b, i, j] = k_b[index[i, j]]``; the
+    kernels are computed in double precision and returned as two ``dtype`` (complex) tensors of
+    shape ``(B,) + index.shape``.
     """
     f = tf.constant(_fftfreq(size), dtype=tf.float64)
     angle = -2.0 * math.pi * offsets[:, :, None] * f[None, None, :]  # (B, 2, size)
-    kernels = tf.signal.ifft(tf.complex(tf.cos(angle), tf.sin(angle)))
+    kernels = tf.cast(tf.signal.ifft(tf.complex(tf.cos(angle), tf.sin(angle))), dtype)
     idx = tf.constant(index, dtype=tf.int32)
     return tf.gather(kernels[:, 0], idx, axis=1), tf.gather(kernels[:, 1], idx, axis=1)
 
@@ -401,14 +402,18 @@ def group_reassemble(patches, offsets, pad: int | None = None, interpolation: st
     fp = tf.ones((N, N), tf.float64) if footprint is None else tf.cast(footprint, tf.float64)
     if fp.shape != (N, N):
         raise ValueError(f"footprint must have shape ({N}, {N}), got {tuple(fp.shape)}")
-    # Computed in double precision, like the reference: where the summed footprint is small
-    # (the soft edge of a shifted footprint, down to the 1e-3 threshold) the division would
-    # amplify float32 round-off up to a thousandfold.
-    wide = tf.complex128 if patches.dtype.is_complex else tf.float64
+    # Bilinear is computed in double precision, like the reference: where the summed footprint
+    # is small (the soft edge of a shifted footprint, down to the 1e-3 threshold) the division
+    # would amplify float32 round-off up to a thousandfold. Fourier's threshold of 0.5 does not,
+    # so it runs in the patches' own precision.
+    double = interpolation == "bilinear" or patches.dtype in (tf.float64, tf.complex128)
+    real = tf.float64 if double else tf.float32
+    cplx = tf.complex128 if double else tf.complex64
+    wide = cplx if patches.dtype.is_complex else real
     b = tf.shape(patches)[0]
     flat = tf.reshape(tf.cast(patches, wide), [-1, N, N])             # (B*C, N, N)
     flat_off = tf.reshape(tf.cast(offsets, tf.float64), [-1, 2])
-    fps = tf.broadcast_to(tf.cast(fp, tf.float64)[None], tf.shape(flat))
+    fps = tf.broadcast_to(tf.cast(fp, real)[None], tf.shape(flat))
     if interpolation == "bilinear":
         # place[y, r] = hat(r + pad - (y - dy)): zero-pad to the canvas centre, then shift.
         ay = _hat_matrix(L, N, -flat_off[:, 0] - pad, tf.float64)    # (B*C, L, N)
@@ -418,9 +423,9 @@ def group_reassemble(patches, offsets, pad: int | None = None, interpolation: st
     else:
         # translate's (2L, 2L) Fourier shift as Toeplitz matrices: the same numbers from two small
         # matrix products per patch instead of two (2L, 2L) FFTs per canvas.
-        ay, ax = _fourier_shift_matrices(flat_off, 2 * L, _place_index(L, N, pad))  # (B*C, L, N)
-        placed = tf.matmul(tf.matmul(ay, tf.cast(flat, tf.complex128)), ax, transpose_b=True)
-        placed_fp = tf.math.real(tf.matmul(tf.matmul(ay, tf.cast(fps, tf.complex128)), ax,
+        ay, ax = _fourier_shift_matrices(flat_off, 2 * L, _place_index(L, N, pad), cplx)
+        placed = tf.matmul(tf.matmul(ay, tf.cast(flat, cplx)), ax, transpose_b=True)  # (B*C, L, L)
+        placed_fp = tf.math.real(tf.matmul(tf.matmul(ay, tf.cast(fps, cplx)), ax,
                                            transpose_b=True))
         if not patches.dtype.is_complex:
             placed = tf.math.real(placed)
@@ -433,8 +438,8 @@ def group_reassemble(patches, offsets, pad: int | None = None, interpolation: st
         out = _apply_rows_cols(avg_rep, tf.transpose(ay, (0, 2, 1)), tf.transpose(ax, (0, 2, 1)))
     else:
         back_index = (-_place_index(L, N, pad).T) % (2 * L)
-        by, bx = _fourier_shift_matrices(-flat_off, 2 * L, back_index)  # (B*C, N, L)
-        out = tf.matmul(tf.matmul(by, tf.cast(avg_rep, tf.complex128)), bx, transpose_b=True)
+        by, bx = _fourier_shift_matrices(-flat_off, 2 * L, back_index, cplx)  # (B*C, N, L)
+        out = tf.matmul(tf.matmul(by, tf.cast(avg_rep, cplx)), bx, transpose_b=True)
         if not patches.dtype.is_complex:
             out = tf.math.real(out)
     out = tf.cast(out, patches.dtype)
