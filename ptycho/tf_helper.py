@@ -377,8 +377,8 @@ def group_reassemble(patches, offsets, pad: int | None = None, interpolation: st
     translated by its offset; the footprint is placed the same way; the canvas is
     ``sum / count`` where ``count > threshold`` else 0; each patch is then cut back out by translating
     the averaged canvas by ``-offset`` and cropping the central ``N×N``. Groups are never mixed,
-    whatever the batch size. Computed internally in float64 / complex128 (as the reference);
-    returns ``(B, C, N, N)`` of the patches' dtype.
+    whatever the batch size. Bilinear is computed internally in float64 / complex128 (as the
+    reference), Fourier in the patches' precision; returns ``(B, C, N, N)`` of the patches' dtype.
     """
     _check_interpolation(interpolation)
     patches = tf.convert_to_tensor(patches)
