@@ -282,6 +282,8 @@ def group_reassemble(patches: torch.Tensor, offsets: torch.Tensor, pad: int | No
         raise ValueError(f"footprint must have shape {(N, N)}, got {tuple(footprint.shape)}")
     footprint = footprint.to(device=patches.device, dtype=rdtype)
     L = N + 2 * pad
+    if B == 0:
+        return patches.clone()  # no groups: nothing to average (FFT libraries reject empty input)
     if interpolation == "fourier":
         return _group_reassemble_fourier(patches, offsets.to(rdtype), pad, footprint, threshold)
     flat_off = offsets.reshape(B * C, 2).to(rdtype)

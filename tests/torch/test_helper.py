@@ -108,6 +108,13 @@ def test_group_reassemble_single_patch_integer_offset_is_identity():
     np.testing.assert_allclose(out.numpy(), patches, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("interpolation", ["bilinear", "fourier"])
+def test_group_reassemble_empty_batch_is_empty(interpolation):
+    patches = torch.zeros((0, 4, 16, 16), dtype=torch.complex64)
+    out = helper.group_reassemble(patches, torch.zeros((0, 4, 2)), interpolation=interpolation)
+    assert out.shape == (0, 4, 16, 16) and out.dtype == torch.complex64
+
+
 def test_group_reassemble_rejects_mismatched_offsets():
     patches, offsets = _group_case(3, 4, 2)
     with pytest.raises(ValueError, match="offsets"):
