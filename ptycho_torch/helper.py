@@ -253,8 +253,9 @@ def group_reassemble(patches: torch.Tensor, offsets: torch.Tensor, pad: int | No
     the average ``sum / count`` (0 where count <= threshold) is translated back by ``-offset``
     and the central N x N cut out. ``threshold`` defaults to ``ptycho.physics.OVERLAP_THRESHOLD``
     (1e-3) for bilinear and ``FOURIER_OVERLAP_THRESHOLD`` (0.5) for Fourier, whose shifted
-    footprint rings beyond its edge. Returns (B, C, N, N) of the patches' dtype. Groups never
-    mix, whatever the batch size.
+    footprint rings beyond its edge. Returns (B, C, N, N) of the patches' dtype (empty for
+    B = 0). Groups never mix, whatever the batch size. Fourier is computed as separable shift
+    matrices (``_group_reassemble_fourier``), the same numbers at a fraction of the cost.
     """
     _check_interpolation(interpolation)
     if patches.dim() != 4:
