@@ -37,6 +37,7 @@ __all__ = [
     "namespace_to_overrides",
     "resolve_namespace",
     "inert_settings",
+    "print_inert_settings",
 ]
 
 
@@ -265,3 +266,9 @@ def inert_settings(execution, backend: str) -> list[str]:
     if backend == "torch" and execution.jit_compile:
         notes.append("execution.jit_compile (XLA) has no effect on the PyTorch backend")
     return notes
+
+
+def print_inert_settings(execution, backend: str, prog: str) -> None:
+    """Print each :func:`inert_settings` note as ``{prog}: note: ...`` on stdout."""
+    for note in inert_settings(execution, backend):
+        print(f"{prog}: note: {note}", flush=True)

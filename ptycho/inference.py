@@ -35,7 +35,7 @@ import time
 from typing import Optional, Sequence
 
 from ptycho.cli_common import (add_execution_arguments, add_inference_arguments,
-                               inert_settings, namespace_to_overrides)
+                               namespace_to_overrides, print_inert_settings)
 
 __all__ = ["build_parser", "main"]
 
@@ -59,8 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         payload, bundle = resolve_inference_payload(namespace_to_overrides(args), args.config)
-        for note in inert_settings(payload.config.execution, "tf"):
-            print(f"ptycho.inference: note: {note}", flush=True)
+        print_inert_settings(payload.config.execution, "tf", "ptycho.inference")
         result = run_inference(payload, bundle, t_start=t0,
                                log=lambda line: print(line, flush=True))
     except (ValueError, FileNotFoundError) as exc:

@@ -29,6 +29,7 @@ __all__ = [
     "INTERPOLATIONS",
     "OVERLAP_THRESHOLD",
     "FOURIER_OVERLAP_THRESHOLD",
+    "shift_matrix_indices",
     "translate",
     "extract_patches",
     "reassemble_patches",
@@ -477,6 +478,20 @@ def normalize_overlap(canvas, weight, threshold: float = OVERLAP_THRESHOLD) -> n
     out = np.zeros(canvas.shape, dtype=_work(canvas).dtype)
     out[covered] = _work(canvas)[covered] / w[covered]
     return out.astype(out_dtype, copy=False)
+
+
+def shift_matrix_indices(L: int, N: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel indices of ``group_reassemble``'s Fourier placement as separable shift matrices.
+
+    ``translate`` shifts an (L, L) canvas on a periodic (2L, 2L) grid, which is a convolution
+    with one kernel ``k`` of length 2L per axis and offset. Placing patch pixel r (canvas pixel
+    ``r + pad`` before the shift) into canvas pixel y weighs it by ``k_d[place[y, r]]``;
+    cutting canvas pixel y back out into patch pixel r weighs it by ``k_-d[back[r, y]]``.
+    Returns ``place`` (L, N) and ``back`` (N, L), int64 indices ``mod 2L``; both backends build
+    their matrices from them.
+    """
+    place = (np.arange(L)[:, None] - np.arange(N)[None, :] - pad) % (2 * L)
+    return place, (-place.T) % (2 * L)
 
 
 def group_reassemble(patches, offsets, pad=None, interpolation: str = "bilinear",

@@ -341,12 +341,6 @@ def normalize_overlap(canvas, weight, threshold: float = _OVERLAP_THRESHOLD):
     return tf.where(covered, out, tf.zeros_like(out))
 
 
-def _place_index(L: int, N: int, pad: int) -> np.ndarray:
-    """(L, N) kernel indices ``(y - r - pad) mod 2L``: canvas pixel y receives patch pixel r,
-    which sits at canvas pixel ``r + pad`` before the shift."""
-    return (np.arange(L)[:, None] - np.arange(N)[None, :] - pad) % (2 * L)
-
-
 def _fourier_shift_matrices(offsets, size: int, index: np.ndarray, dtype):
     """Row and column matrices of ``translate``'s Fourier shift, one pair per offset.
 
@@ -423,7 +417,8 @@ def group_reassemble(patches, offsets, pad: int | None = None, interpolation: st
     else:
         # translate's (2L, 2L) Fourier shift as Toeplitz matrices: the same numbers from two small
         # matrix products per patch instead of two (2L, 2L) FFTs per canvas.
-        ay, ax = _fourier_shift_matrices(flat_off, 2 * L, _place_index(L, N, pad), cplx)
+        place_index, back_index = _ref.shift_matrix_indices(L, N, pad)
+        ay, ax = _fourier_shift_matrices(flat_off, 2 * L, place_index, cplx)  # (B*C, L, N)
         placed = tf.matmul(tf.matmul(ay, tf.cast(flat, cplx)), ax, transpose_b=True)  # (B*C, L, L)
         placed_fp = tf.math.real(tf.matmul(tf.matmul(ay, tf.cast(fps, cplx)), ax,
                                            transpose_b=True))
@@ -437,7 +432,6 @@ def group_reassemble(patches, offsets, pad: int | None = None, interpolation: st
         # Translating by -offset and cropping the centre is the transpose of the placement.
         out = _apply_rows_cols(avg_rep, tf.transpose(ay, (0, 2, 1)), tf.transpose(ax, (0, 2, 1)))
     else:
-        back_index = (-_place_index(L, N, pad).T) % (2 * L)
         by, bx = _fourier_shift_matrices(-flat_off, 2 * L, back_index, cplx)  # (B*C, N, L)
         out = tf.matmul(tf.matmul(by, tf.cast(avg_rep, cplx)), bx, transpose_b=True)
         if not patches.dtype.is_complex:

@@ -17,7 +17,7 @@ import sys
 from typing import Optional, Sequence
 
 from ptycho.cli_common import (add_execution_arguments, add_training_arguments,
-                               inert_settings, namespace_to_overrides)
+                               namespace_to_overrides, print_inert_settings)
 
 __all__ = ["build_parser", "main"]
 
@@ -45,8 +45,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     cfg = payload.config
-    for note in inert_settings(cfg.execution, "tf"):
-        print(f"ptycho.train: note: {note}", flush=True)
+    print_inert_settings(cfg.execution, "tf", "ptycho.train")
     print(f"ptycho.train: {train.M} patterns of {train.N}x{train.N} from "
           f"{cfg.data.train_data_file}; gridsize {cfg.model.gridsize}; "
           f"intensity scale {payload.stats.intensity_scale:.6g}, normalisation factor "

@@ -218,13 +218,11 @@ def _group_reassemble_fourier(patches: torch.Tensor, offsets: torch.Tensor, pad:
     N = patches.shape[-1]
     L = N + 2 * pad
     size = 2 * L
+    from ptycho.physics import shift_matrix_indices
+
     kernels = _shift_kernels(offsets, size)  # (B, C, 2, 2L)
-    rows_l = torch.arange(L, device=patches.device)
-    rows_n = torch.arange(N, device=patches.device)
-    # Canvas pixel y receives patch pixel r (placed at canvas pixel r + pad) with weight
-    # k_d[y - r - pad]; cutting back out reads canvas pixel y into patch pixel r with k_-d.
-    place_idx = (rows_l[:, None] - rows_n[None, :] - pad) % size  # (L, N)
-    back_idx = (rows_n[:, None] + pad - rows_l[None, :]) % size  # (N, L)
+    place_idx, back_idx = (torch.from_numpy(i).to(patches.device)
+                           for i in shift_matrix_indices(L, N, pad))  # (L, N), (N, L)
     ay, ax = kernels[..., 0, :][..., place_idx], kernels[..., 1, :][..., place_idx]
     back_kernels = _shift_kernels(-offsets, size)
     by, bx = back_kernels[..., 0, :][..., back_idx], back_kernels[..., 1, :][..., back_idx]

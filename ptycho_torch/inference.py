@@ -31,7 +31,7 @@ import numpy as np
 
 from ptycho.bundle import resolve_bundle_dir
 from ptycho.cli_common import (add_execution_arguments, add_inference_arguments,
-                               inert_settings, namespace_to_overrides)
+                               namespace_to_overrides, print_inert_settings)
 from ptycho.inference_core import InferenceResult, prepare_scan, stream_and_write
 
 __all__ = ["build_parser", "main", "resolve_inference_payload", "resolve_bundle_dir",
@@ -132,8 +132,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t0 = time.perf_counter()
     try:
         payload, bundle = resolve_inference_payload(namespace_to_overrides(args), args.config)
-        for note in inert_settings(payload.config.execution, "torch"):
-            print(f"ptycho_torch.inference: note: {note}", flush=True)
+        print_inert_settings(payload.config.execution, "torch", "ptycho_torch.inference")
         result = run_inference(payload, bundle, t_start=t0)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
