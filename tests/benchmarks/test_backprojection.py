@@ -8,19 +8,14 @@ import numpy as np
 import pytest
 
 from benchmarks import backprojection
-from ptycho import simulate
 from ptycho.physics import diffraction_amplitude
 from ptycho.probe import default_probe
-from tests.benchmarks.bench_testdata import without_ground_truth
+from tests.benchmarks.bench_testdata import tiny_lines_scan, without_ground_truth
 
 
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory):
-    path = tmp_path_factory.mktemp("backprojection") / "scan.npz"
-    assert simulate.main(["--output", str(path), "--object", "lines", "--N", "32",
-                          "--n-patterns", "36", "--nphotons", "1e8", "--no-noise",
-                          "--no-preview", "--seed", "2"]) == 0
-    return path
+    return tiny_lines_scan(tmp_path_factory.mktemp("backprojection"), 36)
 
 
 @pytest.mark.parametrize("iterations", [0, 3])

@@ -7,17 +7,12 @@ import json
 import pytest
 
 from benchmarks import nll_budget
-from ptycho import simulate
-from tests.benchmarks.bench_testdata import without_ground_truth
+from tests.benchmarks.bench_testdata import tiny_lines_scan, without_ground_truth
 
 
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory):
-    path = tmp_path_factory.mktemp("budget") / "scan.npz"
-    assert simulate.main(["--output", str(path), "--object", "lines", "--N", "32",
-                          "--n-patterns", "24", "--nphotons", "1e8", "--no-noise",
-                          "--no-preview", "--seed", "2"]) == 0
-    return path
+    return tiny_lines_scan(tmp_path_factory.mktemp("budget"), 24)
 
 
 def test_every_degraded_object_costs_likelihood(scan):

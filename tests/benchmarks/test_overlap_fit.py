@@ -10,17 +10,12 @@ import pytest
 pytest.importorskip("torch")
 
 from benchmarks import overlap_fit  # noqa: E402
-from ptycho import simulate  # noqa: E402
-from tests.benchmarks.bench_testdata import without_ground_truth  # noqa: E402
+from tests.benchmarks.bench_testdata import tiny_lines_scan, without_ground_truth  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory):
-    path = tmp_path_factory.mktemp("overlap") / "scan.npz"
-    assert simulate.main(["--output", str(path), "--object", "lines", "--N", "32",
-                          "--n-patterns", "36", "--nphotons", "1e8", "--no-noise",
-                          "--no-preview", "--seed", "2", "--feature-density", "0.003"]) == 0
-    return path
+    return tiny_lines_scan(tmp_path_factory.mktemp("overlap"), 36, "--feature-density", "0.003")
 
 
 def test_fit_lowers_the_nll_and_reports_each_k(scan, tmp_path, capsys):
