@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -38,15 +38,40 @@ PROBE_REGULARISATION = 1e-3
 BATCH = 256
 
 
-def _to_object(psi: np.ndarray, probe: np.ndarray) -> np.ndarray:
-    """Exit waves (B, N, N) divided by the probe, regularised where the probe is dark."""
-    intensity = np.abs(probe) ** 2
-    return psi * np.conj(probe) / (intensity + PROBE_REGULARISATION * intensity.max())
-
-
 def _inverse_far_field(field: np.ndarray) -> np.ndarray:
     """Inverse of ``ptycho.physics.far_field`` (unitary, zero frequency at the centre)."""
     return np.fft.ifft2(np.fft.ifftshift(field, axes=(-2, -1)), norm="ortho")
+
+
+def _check_iterations(iterations: Sequence[int]) -> list[int]:
+    counts = sorted({int(k) for k in iterations})
+    if not counts or counts[0] < 0:
+        raise ValueError(f"iterations must be >= 0, got {list(iterations)}")
+    return counts
+
+
+def _error_reduction(amplitudes, probe, counts: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """``(k, patches)`` after ``k`` error-reduction steps, for each ``k`` of the sorted ``counts``.
+
+    One run serves every count: the patches after 5 steps are the start of steps 6 to 20.
+    """
+    amp = np.asarray(amplitudes, dtype=np.float64)
+    probe = np.asarray(probe, dtype=np.complex128)
+    if amp.ndim != 3 or amp.shape[1:] != probe.shape:
+        raise ValueError(f"amplitudes must be (B, N, N) with the probe's N = {probe.shape}, "
+                         f"got {amp.shape}")
+    intensity = np.abs(probe) ** 2
+    # Dividing by the probe, regularised where it is dark.
+    inverse_probe = np.conj(probe) / (intensity + PROBE_REGULARISATION * intensity.max())
+    probe_phase = np.exp(1j * np.angle(far_field(probe[None]).astype(np.complex128)))
+    obj = _inverse_far_field(amp * probe_phase) * inverse_probe
+    done = 0
+    for k in counts:
+        for _ in range(k - done):
+            field = far_field(probe[None] * obj).astype(np.complex128)
+            obj = _inverse_far_field(amp * np.exp(1j * np.angle(field))) * inverse_probe
+        done = k
+        yield k, obj
 
 
 def backproject_patches(amplitudes, probe, iterations: int = 0) -> np.ndarray:
@@ -54,42 +79,42 @@ def backproject_patches(amplitudes, probe, iterations: int = 0) -> np.ndarray:
 
     ``iterations`` >= 0 single-pattern error-reduction steps follow the back-projection.
     """
-    amp = np.asarray(amplitudes, dtype=np.float64)
-    probe = np.asarray(probe, dtype=np.complex128)
-    if amp.ndim != 3 or amp.shape[1:] != probe.shape:
-        raise ValueError(f"amplitudes must be (B, N, N) with the probe's N = {probe.shape}, "
-                         f"got {amp.shape}")
-    if iterations < 0:
-        raise ValueError(f"iterations must be >= 0, got {iterations}")
-    probe_phase = np.exp(1j * np.angle(far_field(probe[None]).astype(np.complex128)))
-    obj = _to_object(_inverse_far_field(amp * probe_phase), probe)
-    for _ in range(iterations):
-        field = far_field(probe[None] * obj).astype(np.complex128)
-        obj = _to_object(_inverse_far_field(amp * np.exp(1j * np.angle(field))), probe)
+    (_, obj), = _error_reduction(amplitudes, probe, _check_iterations([iterations]))
     return obj
 
 
 def backprojection(path: str, iterations: Sequence[int] = (0, 5)) -> dict:
-    """Stitched back-projection of the scan at ``path`` for each iteration count, with metrics."""
+    """Stitched back-projection of the scan at ``path`` for each iteration count, with metrics.
+
+    ``seconds`` of a row is the time of its own error-reduction steps and stitching, on top of
+    the rows with fewer iterations.
+    """
+    counts = _check_iterations(iterations)
     data = load_npz(path)
     if data.object is None:
         raise ValueError(f"{path}: the back-projection baseline needs the ground truth "
                          f"(key 'objectGuess')")
     shape, N = data.object.shape, data.N
+    weight = probe_weight(data.probe)
+    stitchers = {k: Stitcher(shape, N, interpolation="fourier", pixel_weight=weight)
+                 for k in counts}
+    seconds = dict.fromkeys(counts, 0.0)
+    for start in range(0, len(data.positions), BATCH):
+        sl = slice(start, start + BATCH)
+        t0 = time.perf_counter()
+        for k, obj in _error_reduction(data.diffraction[sl], data.probe, counts):
+            stitchers[k].add(obj, data.positions[sl])
+            t1 = time.perf_counter()
+            seconds[k] += t1 - t0
+            t0 = t1
     mask = illumination_mask(data.probe, data.positions, shape)
     rows = []
-    for k in iterations:
-        t0 = time.perf_counter()
-        stitcher = Stitcher(shape, N, interpolation="fourier", pixel_weight=probe_weight(data.probe))
-        for start in range(0, len(data.positions), BATCH):
-            sl = slice(start, start + BATCH)
-            stitcher.add(backproject_patches(data.diffraction[sl], data.probe, int(k)),
-                         data.positions[sl])
-        result = stitcher.result()
+    for k in counts:
+        result = stitchers[k].result()
         metrics = evaluate_reconstruction(result.obj, data.object, mask=mask & result.scanned_mask)
-        rows.append({"iterations": int(k), "amp_ssim": metrics["amp_ssim"],
+        rows.append({"iterations": k, "amp_ssim": metrics["amp_ssim"],
                      "phase_ssim": metrics["phase_ssim"], "amp_psnr": metrics["amp_psnr"],
-                     "phase_psnr": metrics["phase_psnr"], "seconds": time.perf_counter() - t0})
+                     "phase_psnr": metrics["phase_psnr"], "seconds": seconds[k]})
     return {"data": str(path), "n_patterns": int(len(data.positions)), "N": int(N), "rows": rows}
 
 
