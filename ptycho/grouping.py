@@ -219,3 +219,14 @@ def group_patterns(xcoords: Any, ycoords: Any, gridsize: int, n_groups: int | No
     else:
         nn = _distinct_groups(neighbours, C, n_groups, rng)
     return _finish(positions, nn, gridsize)
+
+
+def group_scan(scan: Any, gridsize: int, n_groups: int | None = None,
+               K: int | None = DEFAULT_K, seed: int = 0) -> GroupedData:
+    """:func:`group_patterns` on the positions of a loaded scan (anything with ``xcoords``,
+    ``ycoords`` and ``source``); a grouping error names the scan's file."""
+    try:
+        return group_patterns(scan.xcoords, scan.ycoords, gridsize, n_groups=n_groups, K=K,
+                              seed=seed)
+    except ValueError as exc:
+        raise ValueError(f"{scan.source}: {exc}") from None

@@ -1,7 +1,7 @@
 """Grouped model inputs read batch by batch from a streamed scan (inference).
 
 :func:`prepare_streamed_groups` groups a :class:`~ptycho.data.stream.StreamedScan` exactly like
-:func:`ptycho.data.prepare.prepare_grouped_arrays` (same ``group_patterns`` call, so the same
+:func:`ptycho.data.prepare.prepare_grouped_arrays` (same ``group_scan`` call, so the same
 groups, offsets and positions) but keeps only the indices: :meth:`StreamedGroups.inputs` reads
 one batch's patterns from the scan's pattern source and normalises them, giving the same values
 as the matching slice of ``GroupedArrays.X``. Memory is O(G) small arrays plus one batch.
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ptycho.data.prepare import check_normalization_factor
-from ptycho.grouping import DEFAULT_K, GroupCounts, group_patterns
+from ptycho.grouping import DEFAULT_K, GroupCounts, group_scan
 
 __all__ = ["StreamedGroups", "prepare_streamed_groups"]
 
@@ -64,8 +64,7 @@ def prepare_streamed_groups(scan, gridsize: int, normalization_factor: float,
         ValueError: invalid normalisation factor or grouping arguments.
     """
     factor = check_normalization_factor(normalization_factor)
-    groups = group_patterns(scan.xcoords, scan.ycoords, gridsize, n_groups=n_groups, K=K,
-                            seed=seed)
+    groups = group_scan(scan, gridsize, n_groups=n_groups, K=K, seed=seed)
     nn = groups.nn_indices
     positions = scan.positions[nn]
     offsets = groups.coords_relative.astype(np.float32)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ptycho.data.contract import DataContractError, PtychoData
-from ptycho.grouping import DEFAULT_K, GroupCounts, group_patterns
+from ptycho.grouping import DEFAULT_K, GroupCounts, group_scan
 
 __all__ = ["GroupedArrays", "check_normalization_factor", "prepare_grouped_arrays",
            "iter_grouped_batches"]
@@ -96,8 +96,7 @@ def prepare_grouped_arrays(data: PtychoData, gridsize: int, normalization_factor
             f"{data.source}: key 'objectGuess': ground-truth patches were requested "
             "(with_ground_truth=True, e.g. supervised mode) but the data has no objectGuess")
 
-    groups = group_patterns(data.xcoords, data.ycoords, gridsize, n_groups=n_groups, K=K,
-                            seed=seed)
+    groups = group_scan(data, gridsize, n_groups=n_groups, K=K, seed=seed)
     nn = groups.nn_indices
     X = (data.diffraction[nn] / np.float32(factor)).astype(np.float32, copy=False)
     positions = data.positions[nn]

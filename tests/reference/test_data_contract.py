@@ -315,6 +315,8 @@ CASES = {
                    ["key 'probeGuess'", "complex64 (or real, which is cast)", "dtype bool"]),
     "probe_nan": (_nan_at("probeGuess", (1, 1), complex(np.nan, 0.0)),
                   ["key 'probeGuess'", "non-finite", "index [1, 1]"]),
+    "probe_zero": (_set("probeGuess", np.zeros((N, N), np.complex64)),
+                   ["key 'probeGuess'", "is all zero", "shape (8, 8)"]),
     "object_nan_imag": (_nan_at("objectGuess", (7, 9), complex(0.0, np.inf)),
                         ["key 'objectGuess'", "non-finite", "index [7, 9]"]),
     "object_rank": (_set("objectGuess", np.ones(H, np.complex64)),

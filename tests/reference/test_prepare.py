@@ -113,6 +113,13 @@ def test_ground_truth_without_object_is_a_contract_error():
         prepare_grouped_arrays(data, 1, 1.0, with_ground_truth=True)
 
 
+def test_grouping_error_names_the_scan():
+    data = make_scan(with_object=False, side=1)
+    with pytest.raises(ValueError, match=r"^<memory>: gridsize 2 needs groups of C=4 patterns "
+                                         r"but the scan has only M=1"):
+        prepare_grouped_arrays(data, 2, 1.0)
+
+
 @pytest.mark.parametrize("factor", [0, -1.0, float("nan"), float("inf"), "abc", None, True])
 def test_bad_normalization_factor(factor):
     with pytest.raises(ValueError, match="normalization_factor must be a positive finite"):
