@@ -10,9 +10,9 @@ Training measurements:
 * ``wall_s`` and ``peak_rss_mb`` of the training process (``os.wait4``);
 * per-epoch wall time: TensorFlow records ``time_s`` per epoch in ``history.json``; for PyTorch
   the elapsed time of Lightning's per-epoch progress bar in the log (1 s resolution), or else
-  the rewrite times of ``checkpoints/last.ckpt`` (Lightning rewrites it only when a checkpoint
-  is saved, so not necessarily every epoch). ``epoch_s`` is the median over epochs after the first (the first includes
-  graph tracing / warm-up, reported as ``first_epoch_s``); with one epoch it is that epoch.
+  the rewrite times of ``checkpoints/last.ckpt`` (rewritten after every epoch). ``epoch_s`` is
+  the median over epochs after the first (the first includes graph tracing / warm-up, reported
+  as ``first_epoch_s``); with one epoch it is that epoch.
   An epoch includes its validation pass (``validation_fraction`` of the groups, forward only).
 * ``patterns_per_s`` = training patterns per epoch / ``epoch_s``; ``gflops`` = that rate times
   the convolution FLOPs of a training step per pattern (``benchmarks.flops``).

@@ -3,9 +3,9 @@
 Built on :func:`ptycho.config_bridge.to_lightning_trainer_kwargs` (max_epochs, accelerator,
 devices, strategy, precision, deterministic, default_root_dir) and adds the objects only the
 PyTorch backend knows: the metrics logger (``execution.logger``: none | csv | tensorboard), the
-checkpoint callback (``<output_dir>/checkpoints``, ``last.ckpt`` after every epoch plus the best
+checkpoint callbacks (``<output_dir>/checkpoints``, ``last.ckpt`` after every epoch plus the best
 epoch by the monitored loss), early stopping (``training.early_stopping_patience``) and the
-progress bar. ``checkpoint_path_for_resume`` names the checkpoint ``--resume`` continues from.
+progress bar. ``last_checkpoint_path`` names the checkpoint ``--resume`` continues from.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ptycho.config_bridge import to_lightning_trainer_kwargs
 from ptycho.payload import TrainingPayload
 
 __all__ = ["CHECKPOINT_DIR", "LAST_CHECKPOINT", "checkpoint_dir", "last_checkpoint_path",
-           "build_logger", "build_callbacks", "trainer_kwargs", "resolve_accelerator"]
+           "build_logger", "build_callbacks", "best_checkpoint_callback", "trainer_kwargs", "resolve_accelerator"]
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
@@ -78,15 +78,31 @@ def build_logger(payload: TrainingPayload) -> Any:
 
 
 def build_callbacks(payload: TrainingPayload, monitor: str) -> list:
-    """Checkpointing (``last.ckpt`` + best), early stopping and the progress bar."""
+    """Checkpointing, early stopping and the progress bar.
+
+    Two checkpoint callbacks: ``best-epoch=E.ckpt`` follows the monitored loss, and
+    ``last.ckpt`` is rewritten after every epoch whether or not the loss improved (Lightning's
+    own ``save_last`` copies only when the best checkpoint changes, so a resumed run would
+    restart from the last improvement).
+    """
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
     t = payload.config.training
-    ckpt = ModelCheckpoint(dirpath=str(checkpoint_dir(t.output_dir)), filename="best-{epoch}",
-                           monitor=monitor, mode="min", save_top_k=1, save_last=True)
+    dirpath = str(checkpoint_dir(t.output_dir))
+    best = ModelCheckpoint(dirpath=dirpath, filename="best-{epoch}", monitor=monitor, mode="min",
+                           save_top_k=1, save_last=False)
+    last = ModelCheckpoint(dirpath=dirpath, filename=Path(LAST_CHECKPOINT).stem, monitor=None,
+                           save_top_k=1, every_n_epochs=1, enable_version_counter=False)
     stop = EarlyStopping(monitor=monitor, mode="min", patience=t.early_stopping_patience,
                          check_finite=True)
-    return [ckpt, stop, TQDMProgressBar(refresh_rate=1)]
+    return [best, last, stop, TQDMProgressBar(refresh_rate=1)]
+
+
+def best_checkpoint_callback(callbacks: Iterable[Any]) -> Any:
+    """The checkpoint callback of :func:`build_callbacks` that follows the monitored loss."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    return next(c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor is not None)
 
 
 def trainer_kwargs(payload: TrainingPayload, monitor: str = "val_loss",

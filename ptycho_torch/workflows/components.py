@@ -158,10 +158,9 @@ def run_training(payload: TrainingPayload, train_data: Optional[PtychoData] = No
                  extra_callbacks: Iterable[Any] = ()) -> TrainingResult:
     """Train one model from ``payload`` and write the bundle and reports (see module doc)."""
     from lightning import pytorch as pl
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
     from ptycho.bundle import write_bundle
-    from ptycho_torch.config_bridge import last_checkpoint_path, trainer_kwargs
+    from ptycho_torch.config_bridge import (best_checkpoint_callback, last_checkpoint_path,
+                                            trainer_kwargs)
     from ptycho_torch.data_module import PtychoDataModule
     from ptycho_torch.lightning_module import PtychoLightningModule
 
@@ -187,7 +186,7 @@ def run_training(payload: TrainingPayload, train_data: Optional[PtychoData] = No
                 weights_only=True)
 
     history = history_cb.history
-    ckpt_cb = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))
+    ckpt_cb = best_checkpoint_callback(trainer.callbacks)
     best_epoch = _restore_best(module, ckpt_cb)
     scale = module.trained_intensity_scale()
     bundle_dir = out / BUNDLE_DIRNAME

@@ -119,8 +119,8 @@ def test_trainer_receives_execution_flags(trained):
     assert trainer.logger.save_dir == str(trained["out"])
     stop = next(c for c in trainer.callbacks if isinstance(c, EarlyStopping))
     assert stop.patience == 4
-    ckpt = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))
-    assert ckpt.dirpath == str(trained["out"] / "checkpoints")
+    ckpts = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    assert [c.dirpath for c in ckpts] == [str(trained["out"] / "checkpoints")] * 2
     assert trained["seed"] == 7
 
 

@@ -118,3 +118,46 @@ def test_resumed_cosine_schedule_continues_the_curve(tmp_path, monkeypatch):
     straight = json.loads((tmp_path / "straight" / "history.json").read_text())["lr"]
     resumed = json.loads((tmp_path / "resumed" / "history.json").read_text())["lr"]
     assert len(set(straight)) == 3 and resumed == pytest.approx(straight, rel=1e-9)
+
+
+def test_last_checkpoint_follows_every_epoch_when_the_loss_worsens(tmp_path, monkeypatch):
+    """``last.ckpt`` must hold the latest epoch, not the best one, or a resume redoes epochs."""
+    assert simulate.main(["--output", str(tmp_path / "data.npz"), "--N", "32", "--n-patterns",
+                          "16", "--object", "grf", "--nphotons", "1e6", "--seed", "4",
+                          "--no-preview"]) == 0
+    out = tmp_path / "run"
+    argv = ["--train_data_file", str(tmp_path / "data.npz"), "--output_dir", str(out),
+            "--N", "32", "--n_groups", "12", "--batch_size", "6", "--logger", "none",
+            "--accelerator", "cpu", "--validation_fraction", "0.2", "--max_epochs", "3",
+            "--early_stopping_patience", "10"]
+    real_step = PtychoLightningModule.training_step
+    epochs_seen = []
+    crash = {"on": True}
+
+    def step(self, batch, batch_idx):
+        epochs_seen.append(self.current_epoch)
+        if crash["on"] and self.current_epoch == 2 and batch_idx == 1:
+            raise Interrupted("simulated crash inside epoch 3")
+        return real_step(self, batch, batch_idx)
+
+    def worsening_validation(self, batch, batch_idx):
+        loss = torch.tensor(float(self.current_epoch), dtype=torch.float64)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=1)
+        return loss
+
+    monkeypatch.setattr(PtychoLightningModule, "training_step", step)
+    monkeypatch.setattr(PtychoLightningModule, "validation_step", worsening_validation)
+    with pytest.raises(Interrupted):
+        train.main(argv)
+    ckpts = out / "checkpoints"
+    assert torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 1
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best-epoch=0.ckpt", "last.ckpt"]
+
+    crash["on"] = False
+    epochs_seen.clear()
+    assert train.main(argv + ["--resume"]) == 0
+    assert set(epochs_seen) == {2}                      # epochs 1 and 2 were not redone
+    assert torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 2
+    manifest = load_bundle(out / "model").manifest
+    assert manifest["history_summary"]["best_epoch"] == 0
+    assert manifest["history_summary"]["epochs_run"] == 3

@@ -25,9 +25,12 @@ def test_trainer_kwargs_carry_every_execution_and_training_setting(tiny_scan, tm
     assert kw["default_root_dir"] == str(tmp_path / "run")
     assert isinstance(kw["logger"], CSVLogger)
     assert kw["logger"].save_dir == str(tmp_path / "run")
-    ckpt = next(c for c in kw["callbacks"] if isinstance(c, ModelCheckpoint))
-    assert ckpt.dirpath == str(tmp_path / "run" / "checkpoints") and ckpt.save_last
-    assert ckpt.monitor == "val_loss"
+    ckpts = [c for c in kw["callbacks"] if isinstance(c, ModelCheckpoint)]
+    assert [c.dirpath for c in ckpts] == [str(tmp_path / "run" / "checkpoints")] * 2
+    best = cb.best_checkpoint_callback(kw["callbacks"])
+    assert best.monitor == "val_loss" and best.save_top_k == 1 and not best.save_last
+    last = next(c for c in ckpts if c is not best)
+    assert last.monitor is None and last.filename == "last"
     stop = next(c for c in kw["callbacks"] if isinstance(c, EarlyStopping))
     assert stop.patience == 2 and stop.monitor == "val_loss"
     assert any(isinstance(c, TQDMProgressBar) for c in kw["callbacks"])
