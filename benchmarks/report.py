@@ -91,8 +91,9 @@ WHY_MISSED = [
     "`python -m benchmarks.backprojection` scores what the physics gives without learning "
     "(each pattern back-projected on its own, then stitched): on the held-out gridsize-2 "
     "`lines` scan of docs/quality.md amplitude / phase SSIM 0.38 / 0.26, more amplitude "
-    "than the trained networks reach (0.13). Not yet tried: "
-    "gridsize 2 for hundreds of epochs (a GPU). The networks here are scored without the "
+    "than the trained networks reach (0.13). 200 gridsize-2 epochs on the 1000 training "
+    "patterns overfit after epoch 37 (held-out amplitude SSIM 0.15), so more epochs alone, on "
+    "a GPU as well, need more training patterns. The networks here are scored without the "
     "optional physics refinement (`--refine-steps`), which lifts the stitched result above "
     "SSIM 0.9 in about 100 steps but does so from a flat start as well "
     "(`python -m benchmarks.refine_start`, docs/quality.md).",
