@@ -21,14 +21,25 @@ def _leftovers(out):
     return [p.name for p in out.iterdir() if p.name.startswith(".model.")]
 
 
-def test_resume_after_crash_and_atomic_bundle(tmp_path, monkeypatch):
-    assert simulate.main(["--output", str(tmp_path / "data.npz"), "--N", "32", "--n-patterns",
-                          "16", "--object", "grf", "--nphotons", "1e6", "--seed", "4",
-                          "--no-preview"]) == 0
-    out = tmp_path / "run"
-    base = ["--train_data_file", str(tmp_path / "data.npz"), "--output_dir", str(out),
-            "--N", "32", "--n_groups", "12", "--batch_size", "6", "--logger", "none",
+def _tiny_scan(tmp_path):
+    """A 16-pattern N=32 grf scan at ``tmp_path/data.npz``."""
+    path = tmp_path / "data.npz"
+    assert simulate.main(["--output", str(path), "--N", "32", "--n-patterns", "16", "--object",
+                          "grf", "--nphotons", "1e6", "--seed", "4", "--no-preview"]) == 0
+    return path
+
+
+def _train_argv(data, out, batch_size):
+    """Training flags shared by the resume tests: 12 groups, 20 % of them for validation."""
+    return ["--train_data_file", str(data), "--output_dir", str(out), "--N", "32",
+            "--n_groups", "12", "--batch_size", str(batch_size), "--logger", "none",
             "--accelerator", "cpu", "--validation_fraction", "0.2"]
+
+
+def test_resume_after_crash_and_atomic_bundle(tmp_path, monkeypatch):
+    data = _tiny_scan(tmp_path)
+    out = tmp_path / "run"
+    base = _train_argv(data, out, batch_size=6)
     epochs_seen = []
     real_step = PtychoLightningModule.training_step
 
@@ -91,15 +102,11 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
 
 
 def test_resumed_cosine_schedule_continues_the_curve(tmp_path, monkeypatch):
-    assert simulate.main(["--output", str(tmp_path / "data.npz"), "--N", "32", "--n-patterns",
-                          "16", "--object", "grf", "--nphotons", "1e6", "--seed", "4",
-                          "--no-preview"]) == 0
+    data = _tiny_scan(tmp_path)
 
     def argv(out):
-        return ["--train_data_file", str(tmp_path / "data.npz"), "--output_dir", str(out),
-                "--N", "32", "--n_groups", "12", "--batch_size", "5", "--logger", "none",
-                "--accelerator", "cpu", "--validation_fraction", "0.2", "--max_epochs", "3",
-                "--lr_schedule", "cosine", "--lr_warmup_fraction", "0.2"]
+        return _train_argv(data, out, batch_size=5) + [
+            "--max_epochs", "3", "--lr_schedule", "cosine", "--lr_warmup_fraction", "0.2"]
 
     assert train.main(argv(tmp_path / "straight")) == 0
     real_step = PtychoLightningModule.training_step
@@ -122,14 +129,10 @@ def test_resumed_cosine_schedule_continues_the_curve(tmp_path, monkeypatch):
 
 def test_last_checkpoint_follows_every_epoch_when_the_loss_worsens(tmp_path, monkeypatch):
     """``last.ckpt`` must hold the latest epoch, not the best one, or a resume redoes epochs."""
-    assert simulate.main(["--output", str(tmp_path / "data.npz"), "--N", "32", "--n-patterns",
-                          "16", "--object", "grf", "--nphotons", "1e6", "--seed", "4",
-                          "--no-preview"]) == 0
+    data = _tiny_scan(tmp_path)
     out = tmp_path / "run"
-    argv = ["--train_data_file", str(tmp_path / "data.npz"), "--output_dir", str(out),
-            "--N", "32", "--n_groups", "12", "--batch_size", "6", "--logger", "none",
-            "--accelerator", "cpu", "--validation_fraction", "0.2", "--max_epochs", "3",
-            "--early_stopping_patience", "10"]
+    argv = _train_argv(data, out, batch_size=6) + ["--max_epochs", "3",
+                                                   "--early_stopping_patience", "10"]
     real_step = PtychoLightningModule.training_step
     epochs_seen = []
     crash = {"on": True}
