@@ -18,7 +18,8 @@ from ptycho.config_bridge import to_lightning_trainer_kwargs
 from ptycho.payload import TrainingPayload
 
 __all__ = ["CHECKPOINT_DIR", "LAST_CHECKPOINT", "checkpoint_dir", "last_checkpoint_path",
-           "build_logger", "build_callbacks", "best_checkpoint_callback", "trainer_kwargs", "resolve_accelerator"]
+           "build_logger", "build_callbacks", "best_checkpoint_callback", "trainer_kwargs",
+           "resolve_accelerator"]
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"

@@ -343,7 +343,8 @@ def _validate(arrays: Mapping[str, Any], source: str,
         chk.fail("probeGuess", f"expected shape (N, N) = ({N}, {N}) to match the patterns "
                                f"in '{diff_key}', got {_desc(probe)}")
     if not np.any(probe):
-        chk.fail("probeGuess", f"is all zero; expected a probe with some intensity, {_desc(probe)}")
+        chk.fail("probeGuess", f"is all zero; expected a probe with some intensity, "
+                               f"{_desc(probe)}")
 
     obj = None
     if arrays.get("objectGuess") is not None:

@@ -158,6 +158,7 @@ def run_training(payload: TrainingPayload, train_data: Optional[PtychoData] = No
                  extra_callbacks: Iterable[Any] = ()) -> TrainingResult:
     """Train one model from ``payload`` and write the bundle and reports (see module doc)."""
     from lightning import pytorch as pl
+
     from ptycho.bundle import write_bundle
     from ptycho_torch.config_bridge import (best_checkpoint_callback, last_checkpoint_path,
                                             trainer_kwargs)
