@@ -93,10 +93,8 @@ def test_resume_after_crash_and_atomic_bundle(tmp_path, monkeypatch):
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
-    assert simulate.main(["--output", str(tmp_path / "d.npz"), "--N", "32", "--n-patterns", "9",
-                          "--object", "grf", "--seed", "1", "--no-preview"]) == 0
-    rc = train.main(["--train_data_file", str(tmp_path / "d.npz"), "--N", "32",
-                     "--output_dir", str(tmp_path / "run"), "--resume", "--logger", "none"])
+    rc = train.main(_train_argv(_tiny_scan(tmp_path), tmp_path / "run", batch_size=6)
+                    + ["--resume"])
     assert rc == 2
     assert "last.ckpt" in capsys.readouterr().err
 
