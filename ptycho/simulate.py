@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ptycho.objects import (DEFAULT_AMPLITUDE_RANGE, DEFAULT_FEATURE_DENSITY, DEFAULT_PHASE_RANGE,
-                            OBJECT_KINDS, make_object)
+from ptycho.objects import (DEFAULT_AMPLITUDE_RANGE, DEFAULT_FEATURE_DENSITY,
+                            DEFAULT_LINE_LENGTH_RANGE, DEFAULT_PHASE_RANGE, OBJECT_KINDS,
+                            make_object)
 from ptycho.scan import (SCAN_KINDS, make_scan, place_scan, probe_diameter, required_size,
                          scan_extent, step_from_overlap)
 
@@ -227,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "correlation-length", type=float, default=4.0,
          help="grf object: correlation length (filter sigma) in pixels")
     _add(p, "feature-density", type=float, default=None,
-         help="lines / points objects: segments / scatterers per pixel of object area; default "
+         help="lines / points objects: segments / scatterers per pixel of object area (lines: "
+              f"segments {DEFAULT_LINE_LENGTH_RANGE[0]:g}-{DEFAULT_LINE_LENGTH_RANGE[1]:g} px long); "
+              "default "
               + ", ".join(f"{k} 1/{1 / v:g}" for k, v in DEFAULT_FEATURE_DENSITY.items()))
     _add(p, "amplitude-range", type=float, nargs=2, metavar=("LO", "HI"),
          default=list(DEFAULT_AMPLITUDE_RANGE), help="object amplitude range")

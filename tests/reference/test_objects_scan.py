@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from ptycho.objects import (DEFAULT_FEATURE_DENSITY, band_limit, grf_pattern, load_image_pattern,
-                            make_object)
+from ptycho.objects import (DEFAULT_FEATURE_DENSITY, band_limit, grf_pattern, lines_pattern,
+                            load_image_pattern, make_object)
 from ptycho.probe import default_probe
 from ptycho.scan import (fermat_scan, make_scan, place_scan, probe_diameter, random_scan,
                          raster_scan, required_size, step_from_overlap)
@@ -77,6 +77,20 @@ def test_feature_density_sets_the_covered_fraction(kind):
     same = make_object(kind, (32, 32), np.random.default_rng(1),
                        feature_density=DEFAULT_FEATURE_DENSITY[kind])
     np.testing.assert_array_equal(same, make_object(kind, (32, 32), np.random.default_rng(1)))
+
+
+def test_lines_texture_does_not_grow_with_the_object():
+    def interior_coverage(shape, seed):
+        img = lines_pattern(shape, np.random.default_rng(seed))
+        cy, cx = shape[0] // 2, shape[1] // 2
+        return np.mean(img[cy - 40:cy + 40, cx - 40:cx + 40] > 0.05)
+
+    small = np.mean([interior_coverage((160, 160), s) for s in range(4)])
+    large = np.mean([interior_coverage((400, 800), s) for s in range(4)])
+    assert 0.2 < small < 0.9
+    assert abs(large - small) < 0.1 * small
+    with pytest.raises(ValueError, match="length_range must be finite pixel lengths"):
+        lines_pattern((16, 16), np.random.default_rng(0), length_range=(5.0, math.inf))
 
 
 def test_custom_ranges_and_band_limit_constant():
