@@ -299,7 +299,11 @@ def _write(data, path: Path, args, step: float, diameter: float, preview: bool,
         "nphotons": args.nphotons, "mean_photons_per_pattern": mean_photons(data.diffraction),
         "noise": args.noise, "seed": args.seed, "split": args.split,
         "interpolation": args.interpolation, "smoothing": args.smoothing,
-        "correlation_length": args.correlation_length, "feature_density": args.feature_density,
+        "correlation_length": args.correlation_length,
+        "feature_density": (DEFAULT_FEATURE_DENSITY.get(args.object)
+                            if args.feature_density is None else args.feature_density),
+        "line_length_range_px": (list(DEFAULT_LINE_LENGTH_RANGE) if args.object == "lines"
+                                 else None),
         "amplitude_range": list(args.amplitude_range), "phase_range": list(args.phase_range),
         "probe": args.probe or "default_probe",
     }

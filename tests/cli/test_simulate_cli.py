@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from ptycho.data.contract import load_npz
+from ptycho.objects import DEFAULT_FEATURE_DENSITY, DEFAULT_LINE_LENGTH_RANGE
 from ptycho.probe import default_probe, normalize_probe
 from ptycho.scan import probe_diameter
 from ptycho.simulate import main
@@ -152,7 +153,9 @@ def test_feature_density_reaches_the_object_and_summary(tmp_path):
 
     default, s_default = run("d.npz")
     sparse, s_sparse = run("s.npz", "--feature_density", "0.0005")
-    assert s_default["feature_density"] is None and s_sparse["feature_density"] == 0.0005
+    assert s_default["feature_density"] == DEFAULT_FEATURE_DENSITY["lines"]
+    assert s_sparse["feature_density"] == 0.0005
+    assert s_default["line_length_range_px"] == list(DEFAULT_LINE_LENGTH_RANGE)
     assert np.mean(np.abs(sparse) < 0.95) < 0.5 * np.mean(np.abs(default) < 0.95)
 
 
