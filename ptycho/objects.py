@@ -102,8 +102,9 @@ def lines_pattern(shape, rng: np.random.Generator, *,
     per pixel, so the texture (the fraction of the object covered by lines, the number of lines
     crossing a probe) does not grow with the object: a larger scan sees more of the same kind of
     object, not a denser one. Segments are clipped at the borders, which leaves objects not much
-    larger than a segment somewhat sparser (a 96 px square about 15 % less covered). Each segment has a random centre, angle and weight in [0.3, 1];
-    overlapping segments keep the larger value.
+    larger than a segment somewhat sparser (a 96 px square about 15 % less covered). Each
+    segment has a random centre, angle and weight in [0.3, 1]; overlapping segments keep the
+    larger value.
     """
     from skimage.draw import line_aa
 

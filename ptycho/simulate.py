@@ -228,9 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "correlation-length", type=float, default=4.0,
          help="grf object: correlation length (filter sigma) in pixels")
     _add(p, "feature-density", type=float, default=None,
-         help="lines / points objects: segments / scatterers per pixel of object area (lines: "
-              f"segments {DEFAULT_LINE_LENGTH_RANGE[0]:g}-{DEFAULT_LINE_LENGTH_RANGE[1]:g} px long); "
-              "default "
+         help="lines / points objects: segments / scatterers per pixel of object area "
+              "(lines: segments {:g}-{:g} px long); default ".format(*DEFAULT_LINE_LENGTH_RANGE)
               + ", ".join(f"{k} 1/{1 / v:g}" for k, v in DEFAULT_FEATURE_DENSITY.items()))
     _add(p, "amplitude-range", type=float, nargs=2, metavar=("LO", "HI"),
          default=list(DEFAULT_AMPLITUDE_RANGE), help="object amplitude range")
