@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_LINE_LENGTH_RANGE",
     "DEFAULT_AMPLITUDE_RANGE",
     "DEFAULT_PHASE_RANGE",
+    "effective_feature_density",
     "lines_pattern",
     "grf_pattern",
     "points_pattern",
@@ -224,6 +225,12 @@ def to_complex_object(amp01: np.ndarray, phase01: np.ndarray, *,
     return (amp * np.exp(1j * phase)).astype(np.complex64)
 
 
+def effective_feature_density(spec: str, feature_density: float | None = None) -> float | None:
+    """Features per pixel that ``make_object(spec, ..., feature_density=...)`` draws: the given
+    value, else the default of ``spec`` (``None`` for objects without discrete features)."""
+    return DEFAULT_FEATURE_DENSITY.get(spec) if feature_density is None else feature_density
+
+
 def make_object(spec: str, shape, rng: np.random.Generator, *, phase_image: str | None = None,
                 smoothing: float = 1.0, correlation_length: float = 4.0,
                 feature_density: float | None = None,
@@ -255,7 +262,7 @@ def make_object(spec: str, shape, rng: np.random.Generator, *, phase_image: str 
         if feature_density is not None and spec not in DEFAULT_FEATURE_DENSITY:
             raise ValueError(f"feature_density applies to the {sorted(DEFAULT_FEATURE_DENSITY)} "
                              f"objects, not {spec!r}")
-        density = DEFAULT_FEATURE_DENSITY.get(spec) if feature_density is None else feature_density
+        density = effective_feature_density(spec, feature_density)
         if spec == "lines":
             draw = lambda: lines_pattern(shape, rng, density=density)  # noqa: E731
         elif spec == "grf":

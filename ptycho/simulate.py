@@ -30,7 +30,7 @@ import numpy as np
 
 from ptycho.objects import (DEFAULT_AMPLITUDE_RANGE, DEFAULT_FEATURE_DENSITY,
                             DEFAULT_LINE_LENGTH_RANGE, DEFAULT_PHASE_RANGE, OBJECT_KINDS,
-                            make_object)
+                            effective_feature_density, make_object)
 from ptycho.scan import (SCAN_KINDS, make_scan, place_scan, probe_diameter, required_size,
                          scan_extent, step_from_overlap)
 
@@ -299,8 +299,7 @@ def _write(data, path: Path, args, step: float, diameter: float, preview: bool,
         "noise": args.noise, "seed": args.seed, "split": args.split,
         "interpolation": args.interpolation, "smoothing": args.smoothing,
         "correlation_length": args.correlation_length,
-        "feature_density": (DEFAULT_FEATURE_DENSITY.get(args.object)
-                            if args.feature_density is None else args.feature_density),
+        "feature_density": effective_feature_density(args.object, args.feature_density),
         "line_length_range_px": (list(DEFAULT_LINE_LENGTH_RANGE) if args.object == "lines"
                                  else None),
         "amplitude_range": list(args.amplitude_range), "phase_range": list(args.phase_range),
