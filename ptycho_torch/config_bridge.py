@@ -86,14 +86,17 @@ def build_callbacks(payload: TrainingPayload, monitor: str) -> list:
     own ``save_last`` copies only when the best checkpoint changes, so a resumed run would
     restart from the last improvement).
     """
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
+
+    from ptycho_torch.checkpoints import RelocatableModelCheckpoint
 
     t = payload.config.training
     dirpath = str(checkpoint_dir(t.output_dir))
-    best = ModelCheckpoint(dirpath=dirpath, filename="best-{epoch}", monitor=monitor, mode="min",
-                           save_top_k=1, save_last=False)
-    last = ModelCheckpoint(dirpath=dirpath, filename=Path(LAST_CHECKPOINT).stem, monitor=None,
-                           save_top_k=1, every_n_epochs=1, enable_version_counter=False)
+    best = RelocatableModelCheckpoint(dirpath=dirpath, filename="best-{epoch}", monitor=monitor,
+                                      mode="min", save_top_k=1, save_last=False)
+    last = RelocatableModelCheckpoint(dirpath=dirpath, filename=Path(LAST_CHECKPOINT).stem,
+                                      monitor=None, save_top_k=1, every_n_epochs=1,
+                                      enable_version_counter=False)
     stop = EarlyStopping(monitor=monitor, mode="min", patience=t.early_stopping_patience,
                          check_finite=True)
     return [best, last, stop, TQDMProgressBar(refresh_rate=1)]

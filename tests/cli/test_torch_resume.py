@@ -162,3 +162,27 @@ def test_last_checkpoint_follows_every_epoch_when_the_loss_worsens(tmp_path, mon
     manifest = load_bundle(out / "model").manifest
     assert manifest["history_summary"]["best_epoch"] == 0
     assert manifest["history_summary"]["epochs_run"] == 3
+
+
+def test_resume_in_a_moved_run_directory_keeps_the_best_epoch(tmp_path, monkeypatch):
+    """A run directory copied elsewhere resumes as in place: the best score is not forgotten."""
+    data = _tiny_scan(tmp_path)
+    first_dir, moved = tmp_path / "first", tmp_path / "elsewhere" / "run"
+
+    def argv(out, epochs):
+        return _train_argv(data, out, batch_size=6) + ["--max_epochs", str(epochs),
+                                                       "--early_stopping_patience", "10"]
+
+    def worsening_validation(self, batch, batch_idx):
+        loss = torch.tensor(float(self.current_epoch), dtype=torch.float64)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=1)
+        return loss
+
+    monkeypatch.setattr(PtychoLightningModule, "validation_step", worsening_validation)
+    assert train.main(argv(first_dir, 2)) == 0
+    moved.parent.mkdir()
+    first_dir.rename(moved)
+    assert train.main(argv(moved, 3) + ["--resume"]) == 0
+    summary = load_bundle(moved / "model").manifest["history_summary"]
+    assert summary["epochs_run"] == 3
+    assert summary["best_epoch"] == 0 and summary["best_score"] == 0.0
