@@ -61,10 +61,28 @@ class InferenceResult:
     scanned_mask: np.ndarray
     origin: tuple
     n_groups: int
-    n_patterns: int
+    n_patterns: int          # predicted patches: groups x patterns per group
     metrics: Optional[dict]
     timing: dict
     output_files: dict = field(default_factory=dict)
+    n_scan_patterns: int = 0  # distinct scan patterns reconstructed
+
+    def summary_line(self, prog: str, output_dir) -> str:
+        """The one-line report of an inference CLI: counts, speed, outputs and, with ground
+        truth, the SSIMs."""
+        per_group = self.n_patterns // max(self.n_groups, 1)
+        rate = self.timing.get("patterns_per_s")
+        speed = f"{rate:.1f} patches/s" if rate is not None else "no prediction time"
+        if per_group == 1:
+            counts = f"{self.n_patterns} patterns, {speed.replace('patches', 'patterns')}"
+        else:
+            counts = (f"{self.n_scan_patterns} scan patterns in {self.n_groups} groups of "
+                      f"{per_group} ({self.n_patterns} patches predicted, {speed})")
+        msg = f"{prog}: {counts}; outputs in {output_dir}"
+        if self.metrics is not None:
+            msg += (f"; amplitude SSIM {self.metrics['amp_ssim']:.3f}, phase SSIM "
+                    f"{self.metrics['phase_ssim']:.3f}")
+        return msg
 
 
 @dataclass
@@ -237,6 +255,10 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
         files["metrics"] = atomic_write_json(out / "metrics.json", json_safe(metrics))
         if network_obj is not None:
             network_metrics = evaluate_reconstruction(network_obj, data.object, mask=illuminated)
+    elif (out / "metrics.json").exists():
+        (out / "metrics.json").unlink()
+        log(f"removed {out / 'metrics.json'}: it scored an earlier reconstruction, and "
+            f"{data.source} has no objectGuess to score this one")
     if refinement is None:
         for stale in ("refinement.json", "refinement.png"):   # not left over from a refined run
             (out / stale).unlink(missing_ok=True)
@@ -260,13 +282,14 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
     timing = {"load_s": t_load, "predict_s": t_predict, "stitch_s": t_stitch,
               "refine_s": t_refine, "total_s": time.perf_counter() - t_start,
               "n_groups": len(grouped), "n_patterns": n_patterns,
+              "n_scan_patterns": int(len(used)),
               "patterns_per_s": n_patterns / t_predict if t_predict > 0 else None,
               "batch_size": inf.batch_size, "peak_rss_mb": peak_rss_mb()}
     timing.update(timing_extra() if timing_extra is not None else {})
     files["timing"] = atomic_write_json(out / "timing.json", timing)
     return InferenceResult(obj=final, scanned_mask=result.scanned_mask, origin=result.origin,
                            n_groups=len(grouped), n_patterns=n_patterns, metrics=metrics,
-                           timing=timing, output_files=files)
+                           timing=timing, output_files=files, n_scan_patterns=int(len(used)))
 
 
 def _refine(obj: np.ndarray, patterns: np.ndarray, positions: np.ndarray, probe: np.ndarray,

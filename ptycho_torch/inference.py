@@ -137,13 +137,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    msg = (f"ptycho_torch.inference: {result.n_patterns} patterns in {result.n_groups} groups, "
-           f"{result.timing['patterns_per_s']:.1f} patterns/s; outputs in "
-           f"{payload.config.inference.output_dir}")
-    if result.metrics is not None:
-        msg += (f"; amplitude SSIM {result.metrics['amp_ssim']:.3f}, phase SSIM "
-                f"{result.metrics['phase_ssim']:.3f}")
-    print(msg, flush=True)
+    print(result.summary_line("ptycho_torch.inference", payload.config.inference.output_dir), flush=True)
     return 0
 
 

@@ -116,3 +116,17 @@ def test_weights_are_never_unpickled(tmp_path):
     torch.save({"w": torch.zeros(2), "obj": Fraction(1, 3)}, path)  # an arbitrary Python object
     with pytest.raises(pickle.UnpicklingError):
         load_state_dict(path)
+
+
+def test_rerun_without_ground_truth_removes_the_earlier_metrics(scan, tmp_path, capsys):
+    scan_path, no_object, data = scan
+    bundle = _bundle(tmp_path / "b", data, gridsize=2)
+    out = tmp_path / "out"
+    assert _run(bundle, scan_path, out) == 0
+    assert (out / "metrics.json").is_file()
+    assert _run(bundle, no_object, out) == 0
+    assert not (out / "metrics.json").exists()
+    printed = capsys.readouterr().out
+    assert "removed" in printed and "no objectGuess" in printed
+    assert "21 scan patterns in 21 groups of 4 (84 patches predicted" in printed
+    assert json.loads((out / "timing.json").read_text())["n_scan_patterns"] == 21
