@@ -20,6 +20,7 @@ import numpy as np
 
 __all__ = [
     "atomic_write_bytes",
+    "current_umask",
     "atomic_write_text",
     "atomic_write_json",
     "atomic_save_npz",
@@ -48,7 +49,7 @@ def fsync_dir(directory: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
     """The process umask (read by setting and restoring it; there is no getter)."""
     mask = os.umask(0o022)
     os.umask(mask)
@@ -67,7 +68,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         raise FileNotFoundError(f"cannot write {dest}: directory {parent} does not exist")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent)
     try:
-        os.fchmod(fd, 0o666 & ~_current_umask())
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -30,7 +30,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ptycho import __version__
-from ptycho.atomic import atomic_save_npy, atomic_write_json, fsync_dir, sha256_file
+from ptycho.atomic import (atomic_save_npy, atomic_write_json, current_umask, fsync_dir,
+                           sha256_file)
 from ptycho.config import ConfigError, PtychoConfig, from_dict, to_dict
 from ptycho.config_bridge import Override
 from ptycho.payload import DataStatistics, TrainingPayload
@@ -142,6 +143,7 @@ def write_bundle(out_dir: str | os.PathLike, *, backend: str, payload: TrainingP
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())    # mkdtemp's 0700 would hide a shared bundle
         weights_path = tmp / weights_filename
         write_weights(weights_path)
         if not weights_path.is_file():

@@ -66,6 +66,7 @@ OUTPUT_FILES = {"json": "metrics.json", "csv": "metrics.csv", "comparison": "com
 METRIC_KEYS = tuple(f"{p}_{m}" for p in ("amp", "phase")
                     for m in ("mae", "mse", "psnr", "ssim", "frc50", "frc17"))
 MIN_LOCATE_SCORE = 0.3   # normalised cross-correlation needed to accept an integer placement
+MIN_REFERENCE_COVERAGE = 0.9   # share of the scanned region that must lie on the reference
 MIN_REGISTER_CORRELATION = 0.3   # below it a registered shift is reported as unreliable
 DEFAULT_MAX_SHIFT = 3.0  # pixels
 # Extra reference pixels around the analysed window when shifting it: the Fourier shift of a
@@ -341,7 +342,16 @@ def compare(recon: ObjectImage, ref: ObjectImage, *, align: bool = True, shift: 
         valid_big &= _window(ref.mask, off[0] - margin, off[1] - margin, H + 2 * margin,
                              W + 2 * margin)[0]
     inner = np.s_[margin:margin + H, margin:margin + W]
+    n_scanned = int(mask.sum())
     mask &= valid_big[inner]
+    coverage_warnings = []
+    if 0 < mask.sum() < MIN_REFERENCE_COVERAGE * n_scanned:
+        HR, WR = ref.shape
+        coverage_warnings.append(
+            f"only {mask.sum() / n_scanned:.0%} of the scanned region of {recon.source} "
+            f"({H}x{W}, {mask_source}) lies on the {HR}x{WR} reference {ref.source} (placed by "
+            f"{how}, offset {tuple(int(o) for o in off)}); the rest is not scored — check that "
+            "both describe the same scan")
     if not mask.any():
         raise EvaluationError(f"the scanned region of {recon.source} ({mask_source}) lies outside "
                               f"the reference {ref.source} (offset {off}, placed by {how})")
@@ -391,7 +401,7 @@ def compare(recon: ObjectImage, ref: ObjectImage, *, align: bool = True, shift: 
                "crop_to_scan": crop_to_scan, "patch_size": patch_size, "max_shift": max_shift}
     return Evaluation(recon=recon, reference=ref, metrics={k: res[k] for k in METRIC_KEYS},
                       alignment=alignment, region=region, options=options, images=images,
-                      frc=curves, warnings=warnings)
+                      frc=curves, warnings=coverage_warnings + warnings)
 
 
 def evaluate_files(recon_path, reference_path=None, **options) -> Evaluation:

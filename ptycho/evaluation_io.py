@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ptycho.data.contract import npz_signature_problem
+
 __all__ = ["EvaluationError", "ObjectImage", "RECON_FILE", "load_object_file", "npz_keys"]
 
 RECON_FILE = "reconstruction.npz"
@@ -76,6 +78,10 @@ def _resolve(path, role: str) -> Path:
 
 def _read_npz(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     """All key names of the archive and the arrays of the keys this module uses (no pickle)."""
+    with open(path, "rb") as fh:
+        problem = npz_signature_problem(fh.read(6))
+    if problem:
+        raise _fail(str(path), None, problem)
     try:
         loaded = np.load(path, allow_pickle=False)
     except Exception as exc:  # NumPy raises many types for a file that is not an archive

@@ -310,13 +310,21 @@ def build_training_payload(cli_overrides: Optional[Mapping[str, Any]] = None,
     if not any(o.key == "model.N" and o.source in ("cli", "yaml") for o in overrides) \
             and train.N != config.model.N:
         old = config.model.N
-        config = replace(config, model=replace(config.model, N=train.N))
+        try:
+            config = replace(config, model=replace(config.model, N=train.N))
+        except ConfigError as exc:
+            raise ConfigError(f"{train.source} holds {train.N}x{train.N} patterns, a size the "
+                              f"network does not support ({exc}); crop or bin the patterns "
+                              "(and the probe) to a supported N") from exc
         overrides = tuple(overrides) + (Override("data", "model.N", old, train.N,
                                                  origin=str(config.data.train_data_file)),)
-    for data in (train, test):
-        if data is not None and data.N != config.model.N:
-            raise ConfigError(f"model.N: got {config.model.N} but {data.source} holds "
-                              f"{data.N}x{data.N} patterns; pass --N {data.N} or leave --N out")
+    if train.N != config.model.N:
+        raise ConfigError(f"model.N: got {config.model.N} but {train.source} holds "
+                          f"{train.N}x{train.N} patterns; pass --N {train.N} or leave --N out")
+    if test is not None and test.N != train.N:
+        raise ConfigError(f"{test.source} holds {test.N}x{test.N} patterns but the training "
+                          f"data {train.source} holds {train.N}x{train.N}; training and "
+                          "validation scans must have the same pattern size")
     stats = DataStatistics.from_amplitudes(train.diffraction, nphotons=config.data.nphotons)
     provenance = file_provenance([config.data.train_data_file, config.data.test_data_file])
     payload = TrainingPayload(config=config, stats=stats, probe=train.probe,

@@ -118,6 +118,11 @@ def simulate_scan(obj, probe, positions, nphotons: float, rng: np.random.Generat
         expected = (scale * diffraction_amplitude(patches, P128)) ** 2
         counts = poisson_sample(expected, rng) if noise else expected
         amp[s:e] = np.sqrt(counts)
+    empty = int(np.count_nonzero(~amp.reshape(M, -1).any(axis=1)))
+    if empty:
+        raise ValueError(f"nphotons {float(nphotons):.3g} is too low: {empty} of {M} simulated "
+                         "patterns recorded no photon, and an empty pattern carries no "
+                         "information (the data contract refuses them); raise nphotons")
     return PtychoData(diffraction=amp, xcoords=pos[:, 1].copy(), ycoords=pos[:, 0].copy(),
                       probe=P, object=o.astype(np.complex64))
 

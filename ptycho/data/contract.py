@@ -37,6 +37,9 @@ __all__ = [
     "DataContractError",
     "DataWarning",
     "PtychoData",
+    "PatternValueSurvey",
+    "legacy_layout_is_likelier",
+    "npz_signature_problem",
     "validate_arrays",
     "load_npz",
     "save_npz",
@@ -171,6 +174,12 @@ def _check_scan_extent(chk: _Checker, xcoords: np.ndarray, ycoords: np.ndarray) 
     if len(xcoords) < 2:
         return
     extent = max(float(np.ptp(xcoords)), float(np.ptp(ycoords)))
+    if extent == 0.0:
+        warnings.warn(f"{chk.source}: all {len(xcoords)} scan positions are the same point "
+                      f"(x {xcoords[0]:.6g}, y {ycoords[0]:.6g}); the patterns cannot overlap, "
+                      "so the reconstruction is a single N x N patch — if the file's positions "
+                      "were never filled in, store the real ones in 'xcoords' and 'ycoords'",
+                      DataWarning, stacklevel=2)
     if 0.0 < extent < MIN_SCAN_EXTENT_PX:
         x_range = f"{xcoords.min():.6g}..{xcoords.max():.6g}"
         y_range = f"{ycoords.min():.6g}..{ycoords.max():.6g}"
@@ -204,6 +213,14 @@ def _diffraction(chk: _Checker, key: str, value: Any, n_positions: int) -> np.nd
             and arr.shape[0] == arr.shape[1]):
         # Legacy layout (N, N, M): patterns along the last axis.
         arr = np.moveaxis(arr, 2, 0)
+    elif (arr.shape[0] == arr.shape[1] == arr.shape[2] == n_positions
+          and arr.dtype.kind in "iuf" and legacy_layout_is_likelier(arr)):
+        warnings.warn(f"{chk.source}: key '{key}': shape {arr.shape} fits both the (M, N, N) "
+                      "layout and the legacy (N, N, M) one; the patterns are centred only when "
+                      "they lie along the last axis, so it is read as (N, N, M) — store "
+                      "numpy.moveaxis(patterns, 2, 0) to make this explicit", DataWarning,
+                      stacklevel=2)
+        arr = np.moveaxis(arr, 2, 0)
     M, n_rows, n_cols = arr.shape
     if M == 0:
         chk.fail(key, f"contains no diffraction patterns (M = 0), {_desc(arr)}")
@@ -215,6 +232,7 @@ def _diffraction(chk: _Checker, key: str, value: Any, n_positions: int) -> np.nd
     if M != n_positions:
         chk.fail(key, f"has M = {M} patterns but 'xcoords'/'ycoords' have {n_positions} "
                       f"positions ({_desc(arr)}); expected one position per pattern")
+    survey = PatternValueSurvey(arr.dtype)
     if arr.dtype.kind in "iu":
         if arr.dtype.kind == "i":
             chk.non_negative(key, arr, "photon counts")
@@ -229,8 +247,74 @@ def _diffraction(chk: _Checker, key: str, value: Any, n_positions: int) -> np.nd
     zero = np.flatnonzero(~out.reshape(M, -1).any(axis=1))
     if zero.size:
         chk.fail_zero_patterns(key, zero, int(zero.size), M, _desc(arr))
+    survey.add(arr)
+    survey.warn(chk.source, key)
     warn_if_not_centred(chk.source, key, np.einsum("mij,mij->ij", out, out, dtype=np.float64))
     return out
+
+
+def _central_fraction(image: np.ndarray) -> float:
+    """Share of ``image``'s sum inside its central N/2 x N/2 box (0 for an empty image)."""
+    total = float(image.sum())
+    q = image.shape[0] // 4
+    return float(image[q:image.shape[0] - q, q:image.shape[1] - q].sum()) / total if total else 0.0
+
+
+def legacy_layout_is_likelier(arr: np.ndarray) -> bool:
+    """For a cube (M, M, M) with M positions, whether the legacy (N, N, M) reading fits better.
+
+    Centred far-field patterns put most photons near the middle of the summed pattern. Summed
+    over the right axis the stack shows that peak; summed over the wrong one it shows a stripe
+    through the middle, half of which lies outside the central box.
+    """
+    if arr.dtype.kind in "iu":
+        intensity = arr.astype(np.float64)
+    else:
+        intensity = np.square(arr, dtype=np.float64)
+    legacy = _central_fraction(intensity.sum(axis=2))
+    return legacy > _central_fraction(intensity.sum(axis=0)) + 0.15
+
+
+class PatternValueSurvey:
+    """Looks through the raw pattern values (chunk by chunk) for two silent mistakes and warns.
+
+    * Integer counts equal to the largest value of their dtype (65535 for uint16, 2**32 - 1
+      for uint32): detectors write it for saturated or masked pixels, and read as counts it
+      dominates the normalisation and the likelihood.
+    * Float patterns whose every value is a whole number above 1: intensities (counts) stored
+      as float, where the contract expects amplitudes ``sqrt(counts)``.
+    """
+
+    def __init__(self, dtype: np.dtype) -> None:
+        self.dtype = np.dtype(dtype)
+        self.n_at_max = 0
+        self.all_whole = self.dtype.kind == "f"
+        self.peak = 0.0
+
+    def add(self, raw: np.ndarray) -> None:
+        if raw.size == 0:
+            return
+        if self.dtype.kind in "iu":
+            self.n_at_max += int(np.count_nonzero(raw == np.iinfo(self.dtype).max))
+        elif self.all_whole:
+            with np.errstate(invalid="ignore"):
+                self.all_whole = bool(np.all(raw == np.round(raw)))
+            self.peak = max(self.peak, float(np.nanmax(raw)))
+
+    def warn(self, source: str, key: str) -> None:
+        if self.n_at_max:
+            top = np.iinfo(self.dtype).max
+            warnings.warn(f"{source}: key '{key}': {self.n_at_max} pixels hold {top}, the largest "
+                          f"{self.dtype} value, which detectors write for saturated or masked "
+                          "pixels; they are read as photon counts — set them to 0 (or "
+                          "interpolate them) before training or inference", DataWarning,
+                          stacklevel=3)
+        if self.all_whole and self.peak > 1.0:
+            warnings.warn(f"{source}: key '{key}': every value of the {self.dtype} patterns is a "
+                          f"whole number (up to {self.peak:.6g}); these look like photon counts "
+                          "stored as float, but float patterns are read as amplitudes "
+                          "sqrt(counts) — store counts as an integer dtype or take the square "
+                          "root", DataWarning, stacklevel=3)
 
 
 def warn_if_not_centred(source: str, key: str, summed_intensity: np.ndarray) -> bool:
@@ -296,7 +380,9 @@ def _check_object_covers(chk: _Checker, obj: np.ndarray, y: np.ndarray, x: np.nd
             f"{len(y)} patches (N = {N}) extend outside it; worst is pattern {i} at "
             f"(y, x) = ({y[i]:g}, {x[i]:g}), covering rows {top[i]:g}..{top[i] + N - 1:g} and "
             f"cols {left[i]:g}..{left[i] + N - 1:g}, expected within rows 0..{H - 1} and "
-            f"cols 0..{W - 1}"))
+            f"cols 0..{W - 1}; positions are patch centres in objectGuess pixels — if "
+            "objectGuess is a reference in another frame, leave it out of the file to "
+            "reconstruct without ground truth"))
 
 
 def _validate(arrays: Mapping[str, Any], source: str,
@@ -492,6 +578,19 @@ def validate_arrays(arrays: Mapping[str, Any], source: str = "<memory>") -> Ptyc
     return PtychoData._from_validated(_validate(arrays, source))
 
 
+def npz_signature_problem(head: bytes) -> str:
+    """Why a file starting with ``head`` cannot be an NPZ archive ("" if it may be one).
+
+    Checked before ``np.load``, which takes any other content for a pickle and says so.
+    """
+    if not head:
+        return "not an NPZ archive: the file is empty (0 bytes)"
+    if head.startswith(b"PK") or head.startswith(b"\x93NUMPY"):
+        return ""
+    return ("not an NPZ archive (an NPZ file is a zip archive and starts with b'PK'; this one "
+            f"starts with {head[:6]!r})")
+
+
 def _read_npz(source: str, wanted: set[str]) -> tuple[list[str], dict[str, np.ndarray]]:
     """All key names of the archive at ``source`` and the arrays of the ``wanted`` keys."""
     path = Path(source)
@@ -506,6 +605,10 @@ def _read_npz(source: str, wanted: set[str]) -> tuple[list[str], dict[str, np.nd
                                 f"{exc})") from exc
     # The handle is ours, so it is closed even when NumPy fails half-way through parsing.
     with fh:
+        problem = npz_signature_problem(fh.read(6))
+        fh.seek(0)
+        if problem:
+            raise DataContractError(f"{source}: {problem}")
         try:
             loaded = np.load(fh, allow_pickle=False)
         except Exception as exc:  # NumPy's reader raises many types for a non-NPZ file

@@ -22,8 +22,8 @@ from typing import Union
 import numpy as np
 
 from ptycho.data.contract import (DIFFRACTION_ALIAS, DIFFRACTION_KEY, OPTIONAL_KEYS,
-                                  REQUIRED_KEYS, _Checker, _desc, _diffraction, _read_npz,
-                                  _validate, warn_if_not_centred)
+                                  REQUIRED_KEYS, PatternValueSurvey, _Checker, _desc,
+                                  _diffraction, _read_npz, _validate, warn_if_not_centred)
 from ptycho.data.lazy import ArrayPatterns, PatternFile, open_pattern_member, to_amplitude
 
 __all__ = ["StreamedScan", "open_scan", "pattern_photons", "normalization_factor",
@@ -154,6 +154,7 @@ def _check_patterns(chk: _Checker, key: str, patterns: PatternFile,
     """
     kind, M = patterns.dtype.kind, patterns.M
     nonfinite, negative, overflow = _FirstHit(), _FirstHit(), _FirstHit()
+    survey = PatternValueSurvey(patterns.dtype)
     zero_count, zero_first = 0, []
     photons = np.empty(M, dtype=np.float64)
     summed = np.zeros((patterns.N, patterns.N), dtype=np.float64)
@@ -169,6 +170,7 @@ def _check_patterns(chk: _Checker, key: str, patterns: PatternFile,
             zero = np.flatnonzero(~amp.reshape(len(amp), -1).any(axis=1))
             zero_count += int(zero.size)
             zero_first.extend((zero[:6 - len(zero_first)] + start).tolist())
+            survey.add(raw)
             photons[start:start + len(amp)] = _photons(amp)
             summed += np.einsum("mij,mij->ij", amp, amp, dtype=np.float64)
     desc = _desc(patterns)
@@ -183,6 +185,7 @@ def _check_patterns(chk: _Checker, key: str, patterns: PatternFile,
                            note=" after conversion to float32 (values too large)")
     if zero_count:
         chk.fail_zero_patterns(key, np.asarray(zero_first), zero_count, M, desc)
+    survey.warn(chk.source, key)
     warn_if_not_centred(chk.source, key, summed)
     return photons
 
@@ -206,7 +209,8 @@ def open_scan(path: str | os.PathLike, *, chunk_bytes: int | None = None) -> Str
     def read(chk: _Checker, key: str, value, n_positions: int):
         if isinstance(value, PatternFile):
             M, rows, cols = value.shape
-            if M == n_positions and M > 0 and rows == cols and rows > 0:
+            # A cube (M, M, M) may be the legacy layout: the eager reader decides.
+            if M == n_positions and M > 0 and rows == cols and rows > 0 and M != rows:
                 photons["value"] = _check_patterns(chk, key, value, chunk_bytes)
                 return value
             value.close()

@@ -277,6 +277,17 @@ def test_reconstruction_compared_with_reconstruction(truth, files, tmp_path):
         assert next(csv.DictReader(fh))["amp_psnr"] == "inf"
 
 
+def test_partial_overlap_with_the_reference_is_warned_about(truth, files, tmp_path):
+    ref = tmp_path / "top.npz"
+    atomic_save_npz(ref, {"object": truth[:48].astype(np.complex64),
+                          "origin": np.asarray([0, 0])})
+    ev = evaluate_files(files["recon"], ref)
+    coverage = [w for w in ev.warnings if "lies on the 48x96 reference" in w]
+    assert len(coverage) == 1 and "only 56% of the scanned region" in coverage[0]
+    assert not any("lies on the" in w for w in evaluate_files(files["recon"],
+                                                               files["data"]).warnings)
+
+
 def test_scanned_region_from_positions(truth, tmp_path):
     rec = _distorted(truth)
     data = _data_file(tmp_path / "d.npz", truth)

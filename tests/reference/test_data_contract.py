@@ -207,8 +207,8 @@ def test_empty_archive(tmp_path):
 
 
 @pytest.mark.parametrize("content, fragment", [
-    (b"this is not a numpy file at all", "not a readable NPZ archive"),
-    (b"", "not a readable NPZ archive"),
+    (b"this is not a numpy file at all", "not an NPZ archive"),
+    (b"", "the file is empty"),
     (b"PK\x03\x04truncated zip", "not a readable NPZ archive"),
 ])
 def test_not_an_npz(tmp_path, content, fragment):
@@ -217,6 +217,7 @@ def test_not_an_npz(tmp_path, content, fragment):
     with pytest.raises(DataContractError) as info:
         load_npz(path)
     assert fragment in str(info.value) and str(path) in str(info.value)
+    assert "pickle" not in str(info.value)
 
 
 def test_npy_file_instead_of_npz(tmp_path):
@@ -423,3 +424,71 @@ def test_uncentred_patterns_are_warned_about(tmp_path, reader):
         with warnings.catch_warnings():
             warnings.simplefilter("error", DataWarning)
             read(write(tmp_path, arrays, name="ok.npz"))
+
+
+def _cube_scan(M_: int = 16):
+    """A scan of M_ centred M_ x M_ patterns (the shape that fits both layouts)."""
+    arrays = valid_arrays(with_object=False)
+    arrays["diff3d"] = _centred_patterns(M_, M_)
+    arrays["xcoords"] = np.linspace(10.0, 40.0, M_)
+    arrays["ycoords"] = np.linspace(40.0, 10.0, M_)
+    arrays["probeGuess"] = np.ones((M_, M_), np.complex64)
+    return arrays
+
+
+@pytest.mark.parametrize("reader", ["eager", "streamed"])
+def test_cube_shaped_stack_is_read_in_the_layout_that_centres_it(tmp_path, reader):
+    from ptycho.data.contract import DataWarning
+    from ptycho.data.stream import open_scan
+
+    def patterns(path):
+        if reader == "eager":
+            return load_npz(path).diffraction
+        with open_scan(path) as scan:
+            return scan.patterns.read(0, scan.M)
+
+    arrays = _cube_scan()
+    expected = arrays["diff3d"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        np.testing.assert_array_equal(patterns(write(tmp_path, arrays, "plain.npz")), expected)
+    arrays["diff3d"] = np.ascontiguousarray(np.moveaxis(expected, 0, 2))     # (N, N, M)
+    with pytest.warns(DataWarning, match=r"fits both .* read as \(N, N, M\)"):
+        got = patterns(write(tmp_path, arrays, "legacy.npz"))
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("reader", ["eager", "streamed"])
+def test_saturated_counts_and_float_counts_are_warned_about(tmp_path, reader):
+    from ptycho.data.contract import DataWarning
+    from ptycho.data.stream import open_scan
+
+    read = load_npz if reader == "eager" else open_scan
+    arrays = valid_arrays()
+    counts = np.round(1000 * _centred_patterns(M, N) ** 2)
+    arrays["diff3d"] = counts.astype(np.uint16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        read(write(tmp_path, arrays, "ok.npz"))
+    arrays["diff3d"][2, 0, 3] = 65535
+    with pytest.warns(DataWarning, match=r"1 pixels hold 65535, the largest uint16 value"):
+        read(write(tmp_path, arrays, "saturated.npz"))
+    arrays["diff3d"] = counts.astype(np.float32)
+    with pytest.warns(DataWarning, match=r"every value .* whole number .* photon counts stored "
+                                         r"as float"):
+        read(write(tmp_path, arrays, "float_counts.npz"))
+    arrays["diff3d"] = np.sqrt(counts).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        read(write(tmp_path, arrays, "amplitudes.npz"))
+
+
+def test_identical_positions_are_warned_about(tmp_path):
+    from ptycho.data.contract import DataWarning
+
+    arrays = valid_arrays(with_object=False)
+    arrays["xcoords"] = np.full(M, 12.5)
+    arrays["ycoords"] = np.full(M, 7.0)
+    with pytest.warns(DataWarning, match=r"all 6 scan positions are the same point "
+                                         r"\(x 12.5, y 7\)"):
+        load_npz(write(tmp_path, arrays))

@@ -163,6 +163,16 @@ def test_bundle_round_trip(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "train.npz"]
 
 
+def test_bundle_directory_follows_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        out = _write(tmp_path, tmp_path / "bundle")
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o755
+    assert (out / "manifest.json").stat().st_mode & 0o777 == 0o644
+
+
 def test_bundle_replaces_previous_bundle(tmp_path):
     out = tmp_path / "bundle"
     _write(tmp_path, out, content=b"v1")
@@ -320,6 +330,21 @@ def test_build_training_payload_takes_N_from_the_data_unless_set(tmp_path):
     with pytest.raises(ConfigError, match=r"model.N: got 64 but .*d.npz holds 32x32 patterns; "
                                           r"pass --N 32 or leave --N out"):
         build_training_payload({"train_data_file": str(tmp_path / "d.npz"), "N": 64})
+    assert simulate(["--output", str(tmp_path / "d64.npz"), "--N", "64", "--n-patterns", "6",
+                     "--object", "grf", "--seed", "1", "--no-preview"]) == 0
+    with pytest.raises(ConfigError, match=r"d64.npz holds 64x64 patterns but the training data "
+                                          r".*d.npz holds 32x32; .* same pattern size"):
+        build_training_payload({"train_data_file": str(tmp_path / "d.npz"),
+                                "test_data_file": str(tmp_path / "d64.npz")})
+    from ptycho.data.contract import PtychoData, save_npz
+
+    pad = ((0, 0), (8, 8), (8, 8))
+    save_npz(tmp_path / "d48.npz", PtychoData(
+        diffraction=np.pad(train.diffraction, pad), xcoords=train.xcoords + 8,
+        ycoords=train.ycoords + 8, probe=np.pad(train.probe, pad[1:])))
+    with pytest.raises(ConfigError, match=r"d48.npz holds 48x48 patterns, a size the network "
+                                          r"does not support .* crop or bin the patterns"):
+        build_training_payload({"train_data_file": str(tmp_path / "d48.npz")})
     with pytest.raises(ConfigError, match="data.train_data_file: required"):
         build_training_payload({})
 

@@ -111,6 +111,9 @@ def test_simulate_scan_errors():
     pos = np.array([[20.0, 20.0]])
     with pytest.raises(ValueError, match="nphotons"):
         simulate_scan(obj, probe, pos, 0.0, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"nphotons 0.001 is too low: 1 of 1 simulated patterns "
+                                         r"recorded no photon"):
+        simulate_scan(obj, probe, pos, 1e-3, np.random.default_rng(0))
     with pytest.raises(ValueError, match="positions must have shape"):
         simulate_scan(obj, probe, pos[0], 1e3, np.random.default_rng(0))
     with pytest.raises(ValueError, match="obj must be a 2-D"):
