@@ -77,6 +77,13 @@ def test_test_file_validates_and_supervised_batches_carry_ground_truth(tiny_scan
     assert len(dm.train_arrays) == 36 and len(dm.val_arrays) == 16
     X, offsets, gt = next(iter(dm.val_dataloader()))
     assert gt.dtype == torch.complex64 and gt.shape == X.shape
+    # a separate validation scan is normalised by its own factor, as inference does
+    from ptycho.physics import normalization_factor
+
+    own = normalization_factor(test.diffraction)
+    assert own != pytest.approx(payload.stats.normalization_factor, rel=1e-3)
+    idx = dm.val_arrays.nn_indices[0]
+    np.testing.assert_allclose(dm.val_arrays.X[0], test.diffraction[idx] / own, rtol=1e-6)
     assert torch.all(offsets == 0)  # gridsize 1: a pattern is its own group centre
 
 
