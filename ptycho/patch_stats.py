@@ -227,8 +227,10 @@ class PatchStatsLogger:
         """Whether a batch of ``phase`` would still be recorded (lets callers skip a copy)."""
         return self._counts.get(phase, 0) < self.limit
 
-    def log(self, patches, phase: str, batch_idx: int) -> dict | None:
-        """Record the statistics of one batch of predicted patches; ``None`` past the limit."""
+    def log(self, patches, phase: str, batch_idx: int,
+            epoch: int | None = None) -> dict | None:
+        """Record the statistics of one batch of predicted patches (with the 0-based training
+        ``epoch`` when given); ``None`` past the limit."""
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
         if not self.wants(phase):
@@ -236,6 +238,8 @@ class PatchStatsLogger:
         arr = _to_numpy(patches)
         entry = compute_patch_stats(arr, phase=phase, batch_idx=batch_idx, backend=self.backend,
                                     gridsize=self.gridsize, n_per_patch=self.n_per_patch)
+        if epoch is not None:
+            entry["epoch"] = int(epoch)
         self.entries.append(entry)
         self._counts[phase] = self._counts.get(phase, 0) + 1
         if phase not in self._grid:

@@ -199,9 +199,8 @@ def _run_epoch(step, split: Split, batch_size: int, order: np.ndarray, *, phase:
         tot_full += full_v * n
         seen += n
         if patch_logger is not None and patch_logger.wants(phase):
-            entry = patch_logger.log(np.transpose(obj.numpy(), (0, 3, 1, 2)), phase, batch_idx)
-            if entry is not None:
-                entry["epoch"] = epoch
+            patch_logger.log(np.transpose(obj.numpy(), (0, 3, 1, 2)), phase, batch_idx,
+                             epoch=epoch)
         if progbar is not None:
             progbar.update(batch_idx + 1, [("loss", loss_v)])
     return tot_loss / max(seen, 1), tot_full / max(seen, 1)

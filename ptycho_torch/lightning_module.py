@@ -105,7 +105,7 @@ class PtychoLightningModule(pl.LightningModule):
         self.log(f"{phase}_nll_full", full, on_step=False, on_epoch=True, batch_size=B)
         if self.patch_logger is not None and not self._sanity_checking() \
                 and self.patch_logger.wants(phase):
-            self.patch_logger.log(out.obj.detach(), phase, batch_idx)
+            self.patch_logger.log(out.obj.detach(), phase, batch_idx, epoch=self.current_epoch)
         return loss
 
     def _sanity_checking(self) -> bool:

@@ -62,7 +62,7 @@ def test_train_then_infer_gridsize(scan, tmp_path, gridsize):
                      "--patch-stats-limit", str(LIMIT), "--validation_fraction", "0.2"])
     assert rc == 0
     entries = _check_stats(out / "torch_patch_stats.json", ("train", "val"))
-    assert all(e["gridsize"] == gridsize for e in entries)
+    assert all(e["gridsize"] == gridsize and e["epoch"] == 0 for e in entries)
     _check_png(out / "torch_patch_grid.png")
     for name in ("history.json", "history.csv", "loss_curve.png", "model/manifest.json",
                  "model/model.pt", "model/probe.npy", "checkpoints/last.ckpt"):
