@@ -53,5 +53,7 @@ def write_history(history: Mapping[str, list], output_dir: Path, title: str,
         full = _curves(history, FULL_NLL_KEYS) if full_nll else {}
         paths["png"] = save_loss_curve_png(
             losses, output_dir / "loss_curve.png", title=title, second=full or None,
-            second_title="full Poisson NLL per pixel (with log K!)")
+            second_title="full Poisson NLL per pixel (with log K!)",
+            ylabel="MAE" if not full_nll else "Poisson NLL per pixel (without log K!)",
+            second_ylabel="NLL per pixel")
     return paths

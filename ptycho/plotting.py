@@ -122,6 +122,14 @@ def _plot_epochs(ax, series: Mapping[str, np.ndarray], title: str, ylabel: str) 
         ax.plot(epochs[ok], v[ok], marker="o" if v.size < 30 else None, markersize=3, label=key)
     if np.all(finite > 0) and finite.max() > 10 * finite.min():
         ax.set_yscale("log")
+    from matplotlib.ticker import MaxNLocator
+
+    n_epochs = max(v.size for v in series.values())
+    if n_epochs <= 10:
+        ax.set_xticks(np.arange(1, n_epochs + 1))
+        ax.set_xlim(0.5, n_epochs + 0.5)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -132,21 +140,23 @@ def _plot_epochs(ax, series: Mapping[str, np.ndarray], title: str, ylabel: str) 
 def save_loss_curve_png(history: Mapping[str, Sequence[float]], path: str | os.PathLike,
                         title: str = "training history",
                         second: Mapping[str, Sequence[float]] | None = None,
-                        second_title: str = "") -> Path:
+                        second_title: str = "", ylabel: str = "loss",
+                        second_ylabel: str = "value") -> Path:
     """Plot each series of ``history`` (e.g. ``{"loss": [...], "val_loss": [...]}``) per epoch;
-    with ``second``, its series in a panel to the right titled ``second_title``.
+    with ``second``, its series in a panel to the right titled ``second_title``. The y axes are
+    labelled ``ylabel`` and ``second_ylabel``.
 
     The x axis is the epoch number (1-based). A panel's y axis is logarithmic when every finite
     value is positive and they span more than a factor of 10, linear otherwise (a Poisson NLL
     without ``log K!`` is often negative). Non-finite values are left out of the plot. An empty
     history, or one whose series hold no finite value at all, raises ``ValueError``.
     """
-    panels = [(_series(history), title)]
+    panels = [(_series(history), title, ylabel)]
     if second:
-        panels.append((_series(second), second_title))
+        panels.append((_series(second), second_title, second_ylabel))
     fig = new_figure((6.0 * len(panels), 4.0))
-    for i, (series, panel_title) in enumerate(panels):
-        _plot_epochs(fig.add_subplot(1, len(panels), i + 1), series, panel_title, "value")
+    for i, (series, panel_title, label) in enumerate(panels):
+        _plot_epochs(fig.add_subplot(1, len(panels), i + 1), series, panel_title, label)
     fig.tight_layout()
     return save_figure_png(fig, path)
 
