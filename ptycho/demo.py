@@ -44,33 +44,54 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", "--output_dir", dest="output_dir", default="demo_output",
                    help="folder for every output")
     p.add_argument("--backend", choices=BACKENDS, default="pytorch", help="training/inference backend")
-    p.add_argument("--n-patterns", "--n_patterns", dest="n_patterns", type=int, default=512,
+    p.add_argument("--n-patterns", "--n_patterns", dest="n_patterns",
+                   type=_at_least(int, 1, "an integer >= 1"), default=512,
                    help="diffraction patterns per region (train and test each)")
-    p.add_argument("--epochs", type=int, default=EPOCHS, help="training epochs")
-    p.add_argument("--filter-scale", "--filter_scale", dest="filter_scale", type=float,
+    p.add_argument("--epochs", type=_at_least(int, 1, "an integer >= 1"), default=EPOCHS, help="training epochs")
+    p.add_argument("--filter-scale", "--filter_scale", dest="filter_scale",
+                   type=_at_least(float, 1e-300, "a number > 0"),
                    default=FILTER_SCALE,
                    help="multiplier of the network's filter counts (1 = the reference network; "
                         "smaller trains faster on a CPU)")
-    p.add_argument("--gridsize", type=int, default=1, help="patterns per group side (1 or 2)")
-    p.add_argument("--nphotons", type=float, default=1e9, help="photons per pattern")
+    p.add_argument("--gridsize", type=_at_least(int, 1, "an integer >= 1"), default=1,
+                   help="patterns per group side (1: single patterns; 2: groups of 4 coupled by "
+                        "the overlap constraint)")
+    p.add_argument("--nphotons", type=_at_least(float, 1e-300, "a number > 0"), default=1e9, help="photons per pattern")
     p.add_argument("--seed", type=int, default=1, help="random seed for simulation and training")
-    p.add_argument("--learning-rate", "--learning_rate", dest="learning_rate", type=float,
+    p.add_argument("--learning-rate", "--learning_rate", dest="learning_rate",
+                   type=_at_least(float, 1e-300, "a number > 0"),
                    default=LEARNING_RATE, help="Adam learning rate")
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=BATCH_SIZE,
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size",
+                   type=_at_least(int, 1, "an integer >= 1"), default=BATCH_SIZE,
                    help="groups per optimiser step")
     p.add_argument("--probe-big", "--probe_big", dest="probe_big",
                    action=argparse.BooleanOptionalAction, default=PROBE_BIG,
                    help="predict the object outside the central N/2 x N/2 patch region too")
     p.add_argument("--interpolation", choices=("bilinear", "fourier"), default=INTERPOLATION,
                    help="sub-pixel shift used by the overlap constraint")
-    p.add_argument("--refine-steps", "--refine_steps", dest="refine_steps", type=int,
+    p.add_argument("--refine-steps", "--refine_steps", dest="refine_steps",
+                   type=_at_least(int, 0, "an integer >= 0"),
                    default=REFINE_STEPS,
                    help="physics refinement steps after stitching (0: the network's object "
                         "alone); both results are reported")
-    p.add_argument("--stitch-crop", "--stitch_crop", dest="stitch_crop", type=int, default=None,
-                   help="central crop of each patch used when stitching (pixels; default: the "
-                        "inference default)")
+    p.add_argument("--stitch-crop", "--stitch_crop", dest="stitch_crop",
+                   type=_at_least(int, 1, "an integer >= 1"), default=None,
+                   help="central crop of each patch used when stitching, in pixels (None: the "
+                        "inference CLIs' default)")
     return p
+
+
+def _at_least(kind, minimum, what: str):
+    """An argparse ``type`` that parses ``kind`` and refuses values below ``minimum``."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not minimum <= value < float("inf"):        # NaN fails this too
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return parse
 
 
 def _backend_modules(backend: str):

@@ -28,3 +28,16 @@ def test_demo_writes_every_output(tmp_path, capsys):
     assert np.isfinite(metrics["amp_ssim"]) and np.isfinite(metrics["phase_ssim"])
     manifest = json.loads((out / "train" / "model" / "manifest.json").read_text())
     assert manifest["config"]["model"]["filter_scale"] == demo.FILTER_SCALE
+
+
+@pytest.mark.parametrize("flag, value", [("--gridsize", "0"), ("--epochs", "0"),
+                                         ("--batch-size", "-1"), ("--nphotons", "nan"),
+                                         ("--refine-steps", "-1"), ("--n-patterns", "x")])
+def test_bad_values_are_refused_before_anything_runs(tmp_path, capsys, flag, value):
+    from ptycho import demo
+
+    with pytest.raises(SystemExit) as info:
+        demo.main(["--output-dir", str(tmp_path / "out"), flag, value])
+    assert info.value.code == 2
+    assert f"argument {flag}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
