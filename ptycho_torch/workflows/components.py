@@ -11,7 +11,9 @@ Trainer arguments, trains, and writes into ``training.output_dir``:
 * ``model/`` — the model bundle (``ptycho.bundle.write_bundle``: manifest, ``model.pt`` state
   dict of plain tensors, ``probe.npy``), holding the weights and the trained intensity scale of
   the best epoch by the monitored loss;
-* ``history.json`` and ``history.csv`` — per-epoch losses, learning rate and intensity scale;
+* ``history.json`` and ``history.csv`` — per-epoch losses, learning rate, intensity scale and
+  seconds;
+* ``training_payload.json`` — the payload of the run (as in the bundle's manifest);
 * ``loss_curve.png``;
 * ``checkpoints/`` (``last.ckpt`` after every epoch, ``best-epoch=E.ckpt``), ``logs/``;
 * ``torch_patch_stats.json`` and ``torch_patch_grid.png`` with ``log_patch_stats``.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -57,17 +60,22 @@ def make_history_callback():
 
     class HistoryCallback(Callback):
         """Per-epoch ``epoch``, losses (``HISTORY_KEYS``), ``lr`` (the rate of the epoch's last
-        optimiser step, as the TensorFlow backend records) and ``intensity_scale``."""
+        optimiser step, as the TensorFlow backend records), ``intensity_scale`` and ``time_s``
+        (wall seconds of the epoch, training and validation)."""
 
         def __init__(self) -> None:
             self.history: dict[str, list] = {k: [] for k in ("epoch",) + HISTORY_KEYS
-                                             + ("lr", "intensity_scale")}
+                                             + ("lr", "intensity_scale", "time_s")}
             self._step_lr = math.nan
+            self._epoch_start = time.perf_counter()
 
         @staticmethod
         def _lr(trainer) -> float:
             opt = trainer.optimizers[0] if trainer.optimizers else None
             return float(opt.param_groups[0]["lr"]) if opt else math.nan
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            self._epoch_start = time.perf_counter()
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
             self._step_lr = self._lr(trainer)       # the rate this step uses
@@ -81,15 +89,17 @@ def make_history_callback():
             lr = self._step_lr if math.isfinite(self._step_lr) else self._lr(trainer)
             self.history["lr"].append(lr)
             self.history["intensity_scale"].append(pl_module.model.intensity_scale_value())
+            self.history["time_s"].append(time.perf_counter() - self._epoch_start)
 
         def state_dict(self) -> dict:
             return {"history": {k: list(v) for k, v in self.history.items()}}
 
         def load_state_dict(self, state_dict: dict) -> None:
             saved = state_dict.get("history", {})
-            for k in self.history:
+            n = len(saved.get("epoch", []))
+            for k in self.history:       # a key the checkpoint lacks is NaN for its epochs
                 self.history[k] = [int(v) if k == "epoch" else float(v)
-                                   for v in saved.get(k, [])]
+                                   for v in saved.get(k, [math.nan] * n)]
 
     return HistoryCallback()
 
@@ -200,6 +210,9 @@ def run_training(payload: TrainingPayload, train_data: Optional[PtychoData] = No
     files = write_history(history, out, title="PyTorch training loss (supervised MAE)"
                           if supervised else "PyTorch training loss (Poisson NLL per pixel)",
                           full_nll=not supervised)
+    from ptycho.atomic import atomic_write_json
+
+    files["payload"] = atomic_write_json(out / "training_payload.json", payload.to_dict())
     stats_files = module.patch_stats_written()
     if stats_files:
         files["patch_stats"] = Path(stats_files["json"])

@@ -65,8 +65,13 @@ def test_train_then_infer_gridsize(scan, tmp_path, gridsize):
     assert all(e["gridsize"] == gridsize and e["epoch"] == 0 for e in entries)
     _check_png(out / "torch_patch_grid.png")
     for name in ("history.json", "history.csv", "loss_curve.png", "model/manifest.json",
-                 "model/model.pt", "model/probe.npy", "checkpoints/last.ckpt"):
+                 "model/model.pt", "model/probe.npy", "checkpoints/last.ckpt",
+                 "training_payload.json"):
         assert (out / name).is_file(), name
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["time_s"]) == 1 and history["time_s"][0] > 0
+    saved = json.loads((out / "training_payload.json").read_text())
+    assert saved["config"]["model"]["gridsize"] == gridsize
 
     inf = tmp_path / "infer"
     rc = inference.main(["--model_path", str(out / "model"), "--test_data", str(test_file),
