@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n-patterns", "--n_patterns", dest="n_patterns",
                    type=_at_least(int, 1, "an integer >= 1"), default=512,
                    help="diffraction patterns per region (train and test each)")
-    p.add_argument("--epochs", type=_at_least(int, 1, "an integer >= 1"), default=EPOCHS, help="training epochs")
+    p.add_argument("--epochs", type=_at_least(int, 1, "an integer >= 1"), default=EPOCHS,
+                   help="training epochs")
     p.add_argument("--filter-scale", "--filter_scale", dest="filter_scale",
                    type=_at_least(float, 1e-300, "a number > 0"),
                    default=FILTER_SCALE,
@@ -56,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gridsize", type=_at_least(int, 1, "an integer >= 1"), default=1,
                    help="patterns per group side (1: single patterns; 2: groups of 4 coupled by "
                         "the overlap constraint)")
-    p.add_argument("--nphotons", type=_at_least(float, 1e-300, "a number > 0"), default=1e9, help="photons per pattern")
+    p.add_argument("--nphotons", type=_at_least(float, 1e-300, "a number > 0"), default=1e9,
+                   help="photons per pattern")
     p.add_argument("--seed", type=int, default=1, help="random seed for simulation and training")
     p.add_argument("--learning-rate", "--learning_rate", dest="learning_rate",
                    type=_at_least(float, 1e-300, "a number > 0"),
