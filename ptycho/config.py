@@ -499,7 +499,40 @@ def to_dict(config: PtychoConfig) -> dict[str, dict[str, Any]]:
     return {name: dataclasses.asdict(getattr(config, name)) for name in SECTIONS}
 
 
+def _unique_keys(path: Path, pairs) -> dict:
+    """A mapping from ``(key, value)`` pairs that refuses a key given twice (the later value
+    would silently win)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise ConfigError(f"{path}: key {key!r} is given twice in the same section")
+        out[key] = value
+    return out
+
+
+def _safe_load_unique(path: Path, text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader, node, deep=False):
+        # Only the keys written in this mapping count; merged ones (<<: *anchor) may be
+        # overridden, as YAML intends.
+        written = [loader.construct_object(k, deep=deep) for k, _ in node.value
+                   if k.tag != "tag:yaml.org,2002:merge"]
+        _unique_keys(path, [(k, None) for k in written])
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                    construct_mapping)
+    return yaml.load(text, Loader=UniqueKeyLoader)   # noqa: S506 (a SafeLoader subclass)
+
+
 def _read_mapping(path: Path) -> Any:
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; --config expects a .yaml, .yml or .json file")
     suffix = path.suffix.lower()
     if suffix not in (".json", ".yaml", ".yml"):
         raise ConfigError(f"{path}: unsupported config file type {suffix!r}; use .json, .yaml or .yml")
@@ -509,14 +542,14 @@ def _read_mapping(path: Path) -> Any:
         raise ConfigError(f"config file not found: {path}") from None
     if suffix == ".json":
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=lambda pairs: _unique_keys(path, pairs))
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: invalid JSON: {exc}") from None
     else:
         import yaml
 
         try:
-            data = yaml.safe_load(text)
+            data = _safe_load_unique(path, text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML: {exc}") from None
     if data is None:

@@ -196,6 +196,31 @@ def test_load_config_errors_name_the_file(tmp_path):
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     assert load_config(empty) == PtychoConfig()
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)
+
+
+@pytest.mark.parametrize("name, text", [
+    ("twice.yaml", "training:\n  max_epochs: 3\n  max_epochs: 5\n"),
+    ("twice.json", '{"training": {"max_epochs": 3, "max_epochs": 5}}'),
+    ("sections.yaml", "training:\n  max_epochs: 3\ntraining:\n  batch_size: 4\n"),
+])
+def test_a_key_given_twice_is_refused(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"{name}: key '\w+' is given twice"):
+        load_config(path)
+
+
+def test_yaml_merge_keys_may_be_overridden(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text("training: &t\n  max_epochs: 3\n  batch_size: 4\n"
+                    "model:\n  gridsize: 2\n")
+    assert load_config(path).training.max_epochs == 3
+    from ptycho.config import read_config_file
+
+    path.write_text("base: &b\n  max_epochs: 3\ntraining:\n  <<: *b\n  max_epochs: 5\n")
+    assert read_config_file(path)["training"] == {"max_epochs": 5}
 
 
 def test_with_overrides_validates_and_is_new():
