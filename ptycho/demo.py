@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,24 @@ INTERPOLATION = "fourier"
 REFINE_STEPS = 100
 
 
+def _checked(kind, ok, what: str):
+    """An argparse ``type`` that parses ``kind`` and refuses values for which ``ok`` is false
+    (and NaN or infinity)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (math.isfinite(value) and ok(value)):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return parse
+
+
+_COUNT = _checked(int, lambda v: v >= 1, "an integer >= 1")
+_POSITIVE = _checked(float, lambda v: v > 0, "a number > 0")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m ptycho.demo",
@@ -45,26 +64,26 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder for every output")
     p.add_argument("--backend", choices=BACKENDS, default="pytorch", help="training/inference backend")
     p.add_argument("--n-patterns", "--n_patterns", dest="n_patterns",
-                   type=_at_least(int, 1, "an integer >= 1"), default=512,
+                   type=_COUNT, default=512,
                    help="diffraction patterns per region (train and test each)")
-    p.add_argument("--epochs", type=_at_least(int, 1, "an integer >= 1"), default=EPOCHS,
+    p.add_argument("--epochs", type=_COUNT, default=EPOCHS,
                    help="training epochs")
     p.add_argument("--filter-scale", "--filter_scale", dest="filter_scale",
-                   type=_at_least(float, 1e-300, "a number > 0"),
+                   type=_POSITIVE,
                    default=FILTER_SCALE,
                    help="multiplier of the network's filter counts (1 = the reference network; "
                         "smaller trains faster on a CPU)")
-    p.add_argument("--gridsize", type=_at_least(int, 1, "an integer >= 1"), default=1,
+    p.add_argument("--gridsize", type=_COUNT, default=1,
                    help="patterns per group side (1: single patterns; 2: groups of 4 coupled by "
                         "the overlap constraint)")
-    p.add_argument("--nphotons", type=_at_least(float, 1e-300, "a number > 0"), default=1e9,
+    p.add_argument("--nphotons", type=_POSITIVE, default=1e9,
                    help="photons per pattern")
     p.add_argument("--seed", type=int, default=1, help="random seed for simulation and training")
     p.add_argument("--learning-rate", "--learning_rate", dest="learning_rate",
-                   type=_at_least(float, 1e-300, "a number > 0"),
+                   type=_POSITIVE,
                    default=LEARNING_RATE, help="Adam learning rate")
     p.add_argument("--batch-size", "--batch_size", dest="batch_size",
-                   type=_at_least(int, 1, "an integer >= 1"), default=BATCH_SIZE,
+                   type=_COUNT, default=BATCH_SIZE,
                    help="groups per optimiser step")
     p.add_argument("--probe-big", "--probe_big", dest="probe_big",
                    action=argparse.BooleanOptionalAction, default=PROBE_BIG,
@@ -72,28 +91,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--interpolation", choices=("bilinear", "fourier"), default=INTERPOLATION,
                    help="sub-pixel shift used by the overlap constraint")
     p.add_argument("--refine-steps", "--refine_steps", dest="refine_steps",
-                   type=_at_least(int, 0, "an integer >= 0"),
+                   type=_checked(int, lambda v: v >= 0, "an integer >= 0"),
                    default=REFINE_STEPS,
                    help="physics refinement steps after stitching (0: the network's object "
                         "alone); both results are reported")
     p.add_argument("--stitch-crop", "--stitch_crop", dest="stitch_crop",
-                   type=_at_least(int, 1, "an integer >= 1"), default=None,
+                   type=_COUNT, default=None,
                    help="central crop of each patch used when stitching, in pixels (None: the "
                         "inference CLIs' default)")
     return p
-
-
-def _at_least(kind, minimum, what: str):
-    """An argparse ``type`` that parses ``kind`` and refuses values below ``minimum``."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not minimum <= value < float("inf"):        # NaN fails this too
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-    return parse
 
 
 def _backend_modules(backend: str):

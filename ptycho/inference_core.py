@@ -71,10 +71,11 @@ class InferenceResult:
         """The one-line report of an inference CLI: counts, speed, outputs and, with ground
         truth, the SSIMs."""
         per_group = self.n_patterns // max(self.n_groups, 1)
+        unit = "patterns" if per_group == 1 else "patches"
         rate = self.timing.get("patterns_per_s")
-        speed = f"{rate:.1f} patches/s" if rate is not None else "no prediction time"
+        speed = f"{rate:.1f} {unit}/s" if rate is not None else "no prediction time"
         if per_group == 1:
-            counts = f"{self.n_patterns} patterns, {speed.replace('patches', 'patterns')}"
+            counts = f"{self.n_patterns} patterns, {speed}"
         else:
             counts = (f"{self.n_scan_patterns} scan patterns in {self.n_groups} groups of "
                       f"{per_group} ({self.n_patterns} patches predicted, {speed})")

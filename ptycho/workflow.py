@@ -125,9 +125,8 @@ def run_training(payload, train_data, test_data=None, *,
     from ptycho.bundle import write_bundle
     from ptycho.config_bridge import (to_keras_callback_kwargs, to_keras_fit_kwargs,
                                       to_step_learning_rate)
-    from ptycho.data.prepare import prepare_grouped_arrays
+    from ptycho.data.prepare import prepare_grouped_arrays, prepare_validation_arrays
     from ptycho.history_files import write_history
-    from ptycho.physics import normalization_factor
     from ptycho.sampling import split_groups
     from ptycho.tf_checkpoint import checkpoint_path, require_checkpoint
 
@@ -144,10 +143,7 @@ def run_training(payload, train_data, test_data=None, *,
                                      n_groups=d.n_groups, K=d.K, seed=d.seed,
                                      with_ground_truth=supervised, interpolation=m.interpolation)
     if test_data is not None:
-        vgrouped = prepare_grouped_arrays(test_data, m.gridsize,
-                                          normalization_factor(test_data.diffraction),
-                                          K=d.K, seed=d.seed, with_ground_truth=supervised,
-                                          interpolation=m.interpolation)
+        vgrouped = prepare_validation_arrays(test_data, cfg)
         train_split = tf_training.split_from_grouped(grouped)
         val_split = tf_training.split_from_grouped(vgrouped)
     else:

@@ -26,9 +26,8 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from ptycho.config_bridge import to_dataloader_kwargs
 from ptycho.data.contract import PtychoData, load_npz
-from ptycho.data.prepare import GroupedArrays, prepare_grouped_arrays
+from ptycho.data.prepare import GroupedArrays, prepare_grouped_arrays, prepare_validation_arrays
 from ptycho.payload import TrainingPayload
-from ptycho.physics import normalization_factor
 from ptycho.sampling import epoch_order, split_groups
 
 __all__ = ["PtychoDataModule", "EpochOrderSampler", "grouped_dataset"]
@@ -112,15 +111,10 @@ class PtychoDataModule(pl.LightningDataModule):
             return None
         return load_npz(path)
 
-    def _group(self, data: PtychoData, n_groups: Optional[int],
-               factor: Optional[float] = None) -> GroupedArrays:
-        """Group ``data``; its amplitudes are divided by ``factor`` (default: the training
-        statistics' normalisation factor)."""
+    def _group(self, data: PtychoData, n_groups: Optional[int]) -> GroupedArrays:
         cfg = self.payload.config
-        if factor is None:
-            factor = self.payload.stats.normalization_factor
         return prepare_grouped_arrays(
-            data, cfg.model.gridsize, factor,
+            data, cfg.model.gridsize, self.payload.stats.normalization_factor,
             n_groups=n_groups, K=cfg.data.K, seed=cfg.data.seed,
             with_ground_truth=self.supervised, interpolation=cfg.model.interpolation)
 
@@ -142,8 +136,7 @@ class PtychoDataModule(pl.LightningDataModule):
                 raise ValueError(f"{test.source}: patterns are {test.N}x{test.N} but model.N is "
                                  f"{cfg.model.N}")
             self.train_arrays = grouped
-            # Normalised by its own factor, as inference will normalise it (one per dataset).
-            self.val_arrays = self._group(test, None, normalization_factor(test.diffraction))
+            self.val_arrays = prepare_validation_arrays(test, cfg)
         else:
             tr, va = split_groups(len(grouped), cfg.training.validation_fraction, cfg.data.seed)
             self.train_arrays = _subset(grouped, tr)

@@ -137,7 +137,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(result.summary_line("ptycho_torch.inference", payload.config.inference.output_dir), flush=True)
+    print(result.summary_line("ptycho_torch.inference", payload.config.inference.output_dir),
+          flush=True)
     return 0
 
 

@@ -19,7 +19,7 @@ from ptycho.data.contract import DataContractError, PtychoData
 from ptycho.grouping import DEFAULT_K, GroupCounts, group_scan
 
 __all__ = ["GroupedArrays", "check_normalization_factor", "prepare_grouped_arrays",
-           "iter_grouped_batches"]
+           "prepare_validation_arrays", "iter_grouped_batches"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,6 +118,21 @@ def prepare_grouped_arrays(data: PtychoData, gridsize: int, normalization_factor
     return GroupedArrays(X=X, offsets=offsets, positions=positions, nn_indices=nn,
                          gt_patches=gt, coords_offsets=groups.coords_offsets,
                          normalization_factor=factor, gridsize=groups.gridsize)
+
+
+def prepare_validation_arrays(data: PtychoData, config) -> GroupedArrays:
+    """A separate validation scan grouped like the training data of ``config`` (a
+    ``PtychoConfig``), every pattern a group seed, ground-truth patches in supervised mode.
+
+    Its amplitudes are divided by its own normalisation factor, not the training scan's: input
+    normalisation is per dataset, as inference will normalise the scan.
+    """
+    from ptycho.physics import normalization_factor
+
+    m, d = config.model, config.data
+    return prepare_grouped_arrays(data, m.gridsize, normalization_factor(data.diffraction),
+                                  K=d.K, seed=d.seed, with_ground_truth=m.mode == "supervised",
+                                  interpolation=m.interpolation)
 
 
 def iter_grouped_batches(grouped: GroupedArrays | Any, batch_size: int) -> Iterator[slice]:
