@@ -5,6 +5,8 @@ data, become ``null``), ``history.csv`` (one row per epoch; non-finite values ar
 and ``loss_curve.png``: the training and validation loss as optimised and, when the history has
 them, the full Poisson NLL (``*_nll_full``, which adds ``log K!`` so it is comparable between
 datasets and approaches the noise floor from above) in a second panel. All written atomically.
+:func:`training_summary` is the bundle manifest's ``history_summary``, with the same keys on
+both backends.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["write_history"]
+__all__ = ["training_summary", "write_history"]
 
 LOSS_KEYS = ("train_loss", "val_loss")
 FULL_NLL_KEYS = ("train_nll_full", "val_nll_full")
@@ -57,3 +59,29 @@ def write_history(history: Mapping[str, list], output_dir: Path, title: str,
             ylabel="MAE" if not full_nll else "Poisson NLL per pixel (without log K!)",
             second_ylabel="NLL per pixel")
     return paths
+
+
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if _finite(value) else None
+
+
+def training_summary(history: Mapping[str, list], *, best_epoch: int | None, monitor: str,
+                     best_monitored_loss: float | None, stopped_early: bool,
+                     intensity_scale_initial: float, intensity_scale_trained: float) -> dict:
+    """The ``history_summary`` of a model bundle, the same keys for both backends.
+
+    ``best_epoch`` is 0-based like the history's ``epoch`` column (the CLIs print it counted
+    from 1); None or a negative value (no epoch was scored) becomes None. ``final`` holds the
+    last finite value of every loss column (None when the column has none).
+    """
+    def last_finite(key: str) -> float | None:
+        vals = [v for v in history.get(key, []) if _finite(v)]
+        return float(vals[-1]) if vals else None
+
+    best = None if best_epoch is None or best_epoch < 0 else int(best_epoch)
+    return {"epochs_run": len(history.get("epoch", [])), "best_epoch": best, "monitor": monitor,
+            "best_monitored_loss": _float_or_none(best_monitored_loss),
+            "stopped_early": bool(stopped_early),
+            "final": {k: last_finite(k) for k in LOSS_KEYS + FULL_NLL_KEYS},
+            "intensity_scale_initial": float(intensity_scale_initial),
+            "intensity_scale_trained": float(intensity_scale_trained)}

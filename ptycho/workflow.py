@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,7 +125,7 @@ def run_training(payload, train_data, test_data=None, *,
     from ptycho.config_bridge import (to_keras_callback_kwargs, to_keras_fit_kwargs,
                                       to_step_learning_rate)
     from ptycho.data.prepare import prepare_grouped_arrays, prepare_validation_arrays
-    from ptycho.history_files import write_history
+    from ptycho.history_files import training_summary, write_history
     from ptycho.sampling import split_groups
     from ptycho.tf_checkpoint import checkpoint_path, require_checkpoint
 
@@ -181,14 +180,12 @@ def run_training(payload, train_data, test_data=None, *,
         written = patch_logger.write()
         files["patch_stats"], files["patch_grid"] = Path(written["json"]), Path(written["png"])
     scale = model.intensity_scale_value()           # the trained value, after best-epoch restore
-    h = result.history
-    best = result.best_epoch
-    summary = {"epochs_run": result.epochs_run, "best_epoch": best, "monitor": result.monitor,
-               "stopped_early": result.stopped_early,
-               "final_train_loss": h["train_loss"][-1], "final_val_loss": h["val_loss"][-1],
-               "best_monitored_loss": h[result.monitor][best] if best >= 0 else math.nan,
-               "intensity_scale_initial": payload.stats.intensity_scale,
-               "intensity_scale_trained": scale}
+    h, best = result.history, result.best_epoch
+    summary = training_summary(h, best_epoch=best, monitor=result.monitor,
+                               best_monitored_loss=h[result.monitor][best] if best >= 0 else None,
+                               stopped_early=result.stopped_early,
+                               intensity_scale_initial=payload.stats.intensity_scale,
+                               intensity_scale_trained=scale)
     bundle_dir = write_bundle(out / BUNDLE_DIRNAME, backend=BACKEND, payload=payload,
                               write_weights=lambda p: model.save_weights(str(p)),
                               weights_filename=WEIGHTS_FILENAME, intensity_scale=scale,

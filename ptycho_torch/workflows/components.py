@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from ptycho.bundle import BUNDLE_DIRNAME
-from ptycho.history_files import write_history
+from ptycho.history_files import training_summary, write_history
 from ptycho.data.contract import PtychoData
 from ptycho.payload import TrainingPayload, build_training_payload
 
@@ -218,17 +218,14 @@ def run_training(payload: TrainingPayload, train_data: Optional[PtychoData] = No
         files["patch_stats"] = Path(stats_files["json"])
         files["patch_grid"] = Path(stats_files["png"])
 
-    def finite_last(key: str) -> Optional[float]:
-        vals = [v for v in history.get(key, []) if math.isfinite(v)]
-        return vals[-1] if vals else None
-
-    summary = {"epochs_run": len(history["epoch"]), "best_epoch": best_epoch,
-               "monitor": monitor,
-               "best_score": (float(ckpt_cb.best_model_score)
-                              if ckpt_cb.best_model_score is not None else None),
-               "final": {k: finite_last(k) for k in HISTORY_KEYS},
-               "trained_intensity_scale": scale,
-               "initial_intensity_scale": payload.stats.intensity_scale}
+    stopper = next((cb for cb in trainer.callbacks if isinstance(cb, pl.callbacks.EarlyStopping)),
+                   None)
+    summary = training_summary(
+        history, best_epoch=best_epoch, monitor=monitor,
+        best_monitored_loss=(float(ckpt_cb.best_model_score)
+                             if ckpt_cb.best_model_score is not None else None),
+        stopped_early=stopper is not None and stopper.stopped_epoch > 0,
+        intensity_scale_initial=payload.stats.intensity_scale, intensity_scale_trained=scale)
     bundle_dir = write_bundle(
         bundle_dir, backend="torch", payload=payload,
         write_weights=lambda p: save_state_dict(module.model, p),

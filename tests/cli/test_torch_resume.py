@@ -185,4 +185,4 @@ def test_resume_in_a_moved_run_directory_keeps_the_best_epoch(tmp_path, monkeypa
     assert train.main(argv(moved, 3) + ["--resume"]) == 0
     summary = load_bundle(moved / "model").manifest["history_summary"]
     assert summary["epochs_run"] == 3
-    assert summary["best_epoch"] == 0 and summary["best_score"] == 0.0
+    assert summary["best_epoch"] == 0 and summary["best_monitored_loss"] == 0.0

@@ -133,3 +133,18 @@ def test_refinement_improves_the_fit_and_is_the_same_on_both_backends(parity_sca
     assert not (outs["torch"] / "refinement.json").exists()
     assert not (outs["torch"] / "refinement.png").exists()
     assert "network_object" not in load_recon(outs["torch"])
+
+
+@pytest.mark.parametrize("gridsize", [1, 2])
+def test_both_backends_write_the_same_training_summary(train_run, gridsize):
+    """The manifests' ``history_summary`` has the same keys and the same bookkeeping."""
+    from ptycho.bundle import load_bundle
+
+    tf_s = load_bundle(train_run("tf", gridsize) / "model").manifest["history_summary"]
+    torch_s = load_bundle(train_run("torch", gridsize) / "model").manifest["history_summary"]
+    assert set(tf_s) == set(torch_s) and set(tf_s["final"]) == set(torch_s["final"])
+    for s in (tf_s, torch_s):
+        assert s["epochs_run"] == 1 and s["best_epoch"] == 0 and s["monitor"] == "val_loss"
+        assert s["stopped_early"] is False
+        assert s["best_monitored_loss"] == pytest.approx(s["final"]["val_loss"])
+    assert tf_s["intensity_scale_initial"] == torch_s["intensity_scale_initial"]

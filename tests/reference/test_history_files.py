@@ -5,7 +5,7 @@ import json
 import numpy as np
 from matplotlib.image import imread
 
-from ptycho.history_files import write_history
+from ptycho.history_files import training_summary, write_history
 
 KEYS = ("epoch", "train_loss", "val_loss", "train_nll_full", "val_nll_full", "lr",
         "intensity_scale", "time_s")
@@ -42,3 +42,20 @@ def test_loss_curve_has_a_full_nll_panel_unless_supervised(tmp_path):
     no_nll = {k: v for k, v in _history().items() if "nll" not in k}
     alone = imread(write_history(no_nll, tmp_path / "c", title="t")["png"])
     assert alone.shape == one.shape
+
+
+def test_training_summary_keeps_the_last_finite_losses_and_a_0_based_best_epoch():
+    history = {"epoch": [0, 1, 2], "train_loss": [3.0, 2.0, 1.0],
+               "val_loss": [2.5, 1.5, float("nan")], "lr": [1e-3] * 3}
+    s = training_summary(history, best_epoch=1, monitor="val_loss", best_monitored_loss=1.5,
+                         stopped_early=True, intensity_scale_initial=2, intensity_scale_trained=2.5)
+    assert s == {"epochs_run": 3, "best_epoch": 1, "monitor": "val_loss",
+                 "best_monitored_loss": 1.5, "stopped_early": True,
+                 "final": {"train_loss": 1.0, "val_loss": 1.5, "train_nll_full": None,
+                           "val_nll_full": None},
+                 "intensity_scale_initial": 2.0, "intensity_scale_trained": 2.5}
+    none = training_summary({"epoch": []}, best_epoch=-1, monitor="train_loss",
+                            best_monitored_loss=float("nan"), stopped_early=False,
+                            intensity_scale_initial=1, intensity_scale_trained=1)
+    assert none["best_epoch"] is None and none["best_monitored_loss"] is None
+    assert none["epochs_run"] == 0
