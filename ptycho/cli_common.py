@@ -2,7 +2,8 @@
 
 Every flag is accepted with underscores and with dashes (``--max_epochs`` / ``--max-epochs``),
 legacy spellings are aliases (``--nepochs``, ``--n_images``, ``--neighbor_count``), booleans use
-``argparse.BooleanOptionalAction`` (``--probe_big`` / ``--no-probe_big``), and every default is
+:class:`BooleanFlag` (``--probe_big`` / ``--probe-big`` / ``--no-probe-big`` / ``--no_probe_big``),
+and every default is
 ``None`` so that a flag the user did not type never overrides the config file. The help texts
 quote the built-in defaults from :mod:`ptycho.config`. The argparse destination of each flag is
 the canonical field name, so :func:`namespace_to_overrides` can hand the given flags straight to
@@ -27,10 +28,11 @@ from ptycho.config import (
     VALID_N,
     PtychoConfig,
 )
-from ptycho.config_bridge import FLAT_KEYS, Override, resolve_config
+from ptycho.config_bridge import FLAT_KEYS, GROUP_NEIGHBOUR_SLACK, Override, resolve_config
 from ptycho.lr_schedule import LR_SCHEDULES
 
 __all__ = [
+    "BooleanFlag",
     "add_training_arguments",
     "add_inference_arguments",
     "add_execution_arguments",
@@ -69,6 +71,33 @@ def _spellings(*names: str) -> list[str]:
     return out
 
 
+class BooleanFlag(argparse.Action):
+    """Boolean switch: every given spelling sets True; ``--no-`` plus the dashed form,
+    ``--no_`` plus the underscore form and ``--no-`` plus each spelling as given set False, so
+    ``--no-probe-big``, ``--no_probe_big`` and ``--no-probe_big`` all work."""
+
+    def __init__(self, option_strings, dest, default=None, required=False, help=None):
+        positive = list(option_strings)
+        negative: list[str] = []
+        for opt in positive:
+            if not opt.startswith("--"):
+                raise ValueError(f"boolean flag {opt!r} must start with '--'")
+            stem = opt[2:]
+            for neg in (f"--no-{stem.replace('_', '-')}", f"--no_{stem.replace('-', '_')}",
+                        f"--no-{stem}"):
+                if neg not in positive and neg not in negative:
+                    negative.append(neg)
+        self.negative_option_strings = tuple(negative)
+        super().__init__(positive + negative, dest, nargs=0, default=default,
+                         required=required, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, option_string not in self.negative_option_strings)
+
+    def format_usage(self) -> str:
+        return " | ".join(self.option_strings)
+
+
 def _add(parser: argparse.ArgumentParser, names: Sequence[str], dest: str, section: str,
          text: str, *, kind: Any = str, choices: Optional[Sequence[Any]] = None,
          default_note: Optional[str] = None) -> None:
@@ -76,7 +105,7 @@ def _add(parser: argparse.ArgumentParser, names: Sequence[str], dest: str, secti
     help_text = f"{text} Default: {shown}, or the --config value."
     kwargs: dict[str, Any] = {"dest": dest, "default": None, "help": help_text}
     if kind is bool:
-        kwargs["action"] = argparse.BooleanOptionalAction
+        kwargs["action"] = BooleanFlag
     else:
         kwargs["type"] = kind
         if choices is not None:
@@ -110,7 +139,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
          default_note="all")
     _add(g, ["K", "neighbor_count"], "K", "data",
          "Nearest neighbours each group is drawn from (count; >= gridsize**2 when gridsize > 1).",
-         kind=int)
+         kind=int, default_note=f"derived from --gridsize: {_default('data', 'K')}, or "
+                                f"gridsize**2 + {GROUP_NEIGHBOUR_SLACK} when gridsize**2 exceeds "
+                                f"{_default('data', 'K')} (e.g. "
+                                f"{9 + GROUP_NEIGHBOUR_SLACK} at gridsize 3)")
     _add(g, ["nphotons"], "nphotons", "data",
          "Mean photons per diffraction pattern (photons); needed only when the file holds "
          "already-normalised amplitudes.", kind=float,
@@ -118,7 +150,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
 
     g = parser.add_argument_group("model")
     _add(g, ["N"], "N", "model", "Diffraction pattern / patch side (pixels).", kind=int,
-         choices=VALID_N)
+         choices=VALID_N, default_note="the side of the training data's diffraction patterns "
+                                       "(and probe)")
     _add(g, ["gridsize", "grid_size"], "gridsize", "model",
          "Group side g; each group holds g**2 neighbouring patterns (count).", kind=int)
     _add(g, ["amp_activation"], "amp_activation", "model",

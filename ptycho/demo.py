@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ptycho.cli_common import BooleanFlag
+
 BACKENDS = ("pytorch", "tensorflow")
 # Defaults chosen by the measurements in docs/quality.md (a few CPU minutes of training).
 LEARNING_RATE = 1e-3
@@ -86,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
                    type=_COUNT, default=BATCH_SIZE,
                    help="groups per optimiser step")
     p.add_argument("--probe-big", "--probe_big", dest="probe_big",
-                   action=argparse.BooleanOptionalAction, default=PROBE_BIG,
+                   action=BooleanFlag, default=PROBE_BIG,
                    help="predict the object outside the central N/2 x N/2 patch region too")
     p.add_argument("--interpolation", choices=("bilinear", "fourier"), default=INTERPOLATION,
                    help="sub-pixel shift used by the overlap constraint")

@@ -12,14 +12,19 @@ pixels of each patch are placed).
 Writes into ``--output_dir``:
 
 * ``reconstruction.npz``: ``object`` (H, W) complex64, ``amplitude``, ``phase`` (float32),
-  ``weight``, ``scanned_mask``, ``origin`` (y0, x0: object pixel of canvas pixel (0, 0)),
+  ``weight``, ``scanned_mask``, ``illuminated_mask`` (the scanned pixels the probe lit; the
+  region of the metrics), ``origin`` (y0, x0: object pixel of canvas pixel (0, 0)),
   ``canvas_y`` (H,) / ``canvas_x`` (W,) object coordinates of the canvas rows/columns,
   ``scan_index`` and ``scan_positions`` (canvas (y, x) of every reconstructed scan position),
-  ``stitch_crop``;
+  ``stitch_crop``, ``refine_steps``; when refinement ran, ``object`` is the refined object,
+  ``network_object`` the network's and, with ``--refine-probe``, ``refined_probe`` the refined
+  probe;
 * ``reconstructed_amplitude.png``, ``reconstructed_phase.png``;
 * ``metrics.json`` (``ptycho.metrics.evaluate_reconstruction``) when the data hold an
   ``objectGuess``;
-* ``timing.json``: seconds loading / predicting / stitching, total, patterns per second, peak RSS;
+* ``refinement.json`` and ``refinement.png`` when refined;
+* ``timing.json``: seconds loading / predicting / stitching / refining, total, patterns per
+  second, peak RSS;
 * with ``--log-patch-stats``: ``tf_patch_stats.json`` and ``tf_patch_grid.png`` of the
   predicted patches (phase ``inference``).
 

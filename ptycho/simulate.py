@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,9 @@ def _probe_from_npz(path: str) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"--probe file {path!r} does not exist or is not a file")
+    if not zipfile.is_zipfile(p):
+        raise ValueError(f"--probe file {path!r} is not an NPZ archive (expected a .npz file "
+                         "written by numpy.savez with the key 'probeGuess')")
     try:
         with np.load(p, allow_pickle=False) as z:
             if "probeGuess" not in z.files:

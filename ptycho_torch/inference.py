@@ -8,13 +8,18 @@ every group in batches of ``--batch_size`` (the last partial batch included) and
 batch at once into a ``ptycho.stitch.Stitcher`` (memory bounded by the canvas).
 
 Writes into ``--output_dir``: ``reconstruction.npz`` (``object`` complex64 (H, W),
-``amplitude``, ``phase``, ``weight``, ``scanned_mask``, ``origin`` (y0, x0), the canvas
-coordinates ``canvas_y`` (H,) / ``canvas_x`` (W,) in object pixels, ``scan_index`` (the patterns
-reconstructed), ``scan_positions`` (their (y, x) in canvas pixels) and ``stitch_crop``),
-``reconstructed_amplitude.png`` and ``reconstructed_phase.png``, ``metrics.json`` (``ptycho.metrics.evaluate_reconstruction``) when the data hold
-an ``objectGuess``, ``timing.json`` (load / predict / stitch / total seconds, patterns per
-second, peak RSS) and, with ``--log-patch-stats``, ``torch_patch_stats.json`` and
-``torch_patch_grid.png`` of the predicted patches.
+``amplitude``, ``phase``, ``weight``, ``scanned_mask``, ``illuminated_mask`` (the scanned pixels
+the probe lit; the region of the metrics), ``origin`` (y0, x0), the canvas coordinates
+``canvas_y`` (H,) / ``canvas_x`` (W,) in object pixels, ``scan_index`` (the patterns
+reconstructed), ``scan_positions`` (their (y, x) in canvas pixels), ``stitch_crop`` and
+``refine_steps``; when refinement ran, ``object`` is the refined object, ``network_object`` the
+network's and, with ``--refine-probe``, ``refined_probe`` the refined probe),
+``reconstructed_amplitude.png`` and ``reconstructed_phase.png``, ``metrics.json``
+(``ptycho.metrics.evaluate_reconstruction``) when the data hold an ``objectGuess``,
+``refinement.json`` and ``refinement.png`` when refined, ``timing.json`` (load / predict /
+stitch / refine / total seconds, patterns per second, peak RSS) and, with
+``--log-patch-stats``, ``torch_patch_stats.json`` and ``torch_patch_grid.png`` of the
+predicted patches.
 
 Model settings come from the bundle; the model path may be the bundle directory or the training
 output directory holding ``model/``. Exit status 0 on success, 2 for invalid input.

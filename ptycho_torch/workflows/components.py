@@ -19,7 +19,8 @@ Trainer arguments, trains, and writes into ``training.output_dir``:
 * ``torch_patch_stats.json`` and ``torch_patch_grid.png`` with ``log_patch_stats``.
 
 With ``training.resume`` the run continues from ``checkpoints/last.ckpt`` (model, optimiser,
-scheduler, callbacks and the history so far). Files are written atomically, and the bundle only
+scheduler, callbacks and the history so far); a checkpoint written for other model settings is
+refused with a ``ValueError`` naming them. Files are written atomically, and the bundle only
 after training finished, so an interrupted run never leaves a partial bundle behind.
 """
 
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from ptycho.bundle import BUNDLE_DIRNAME
+from ptycho.config import to_dict
 from ptycho.history_files import training_summary, write_history
 from ptycho.data.contract import PtychoData
 from ptycho.payload import TrainingPayload, build_training_payload
@@ -43,6 +45,8 @@ __all__ = [
     "HISTORY_KEYS",
     "TrainingResult",
     "build_training_payload",
+    "check_resume_config",
+    "check_resume_state_dict",
     "make_history_callback",
     "run_training",
     "write_history",
@@ -163,6 +167,53 @@ def _restore_best(module, ckpt_callback) -> Optional[int]:
     return int(ckpt.get("epoch", -1))
 
 
+def _read_resume_checkpoint(path: Path) -> dict:
+    """The Lightning checkpoint at ``path`` (plain tensors and containers only)."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable training checkpoint ({exc}); start without "
+                         "--resume") from exc
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise ValueError(f"{path}: not a Lightning training checkpoint (no state_dict); start "
+                         "without --resume")
+    return ckpt
+
+
+def check_resume_config(ckpt: dict, model_config: dict, path: Path) -> None:
+    """``ValueError`` naming the differing ``model.*`` settings when the checkpoint at ``path``
+    was written for another network than ``model_config`` (the run's ``config.model`` dict)."""
+    saved = ((ckpt.get("hyper_parameters") or {}).get("config") or {}).get("model")
+    if not isinstance(saved, dict):
+        return
+    differ = sorted(k for k in set(saved) | set(model_config)
+                    if saved.get(k) != model_config.get(k))
+    if differ:
+        detail = ", ".join(f"model.{k}: checkpoint {saved.get(k)!r}, now {model_config.get(k)!r}"
+                           for k in differ)
+        raise ValueError(f"{path}: the checkpoint was written for a different network ({detail});"
+                         " resume with the same settings or start without --resume")
+
+
+def check_resume_state_dict(ckpt: dict, expected: dict, path: Path) -> None:
+    """``ValueError`` naming missing, unexpected and differently shaped parameters when the
+    checkpoint's weights do not fit the network built for this run (``expected`` state dict)."""
+    saved = ckpt["state_dict"]
+    problems = [f"{k} missing" for k in expected if k not in saved]
+    problems += [f"{k} unexpected" for k in saved if k not in expected]
+    problems += [f"{k}: checkpoint {tuple(saved[k].shape)}, now {tuple(v.shape)}"
+                 for k, v in expected.items()
+                 if k in saved and tuple(getattr(saved[k], "shape", ())) != tuple(v.shape)]
+    if problems:
+        shown = "; ".join(problems[:6]) + (f"; and {len(problems) - 6} more"
+                                           if len(problems) > 6 else "")
+        raise ValueError(f"{path}: the checkpoint's weights do not fit this run's network "
+                         f"({shown}); resume with the same model settings or start without "
+                         "--resume")
+
+
 def run_training(payload: TrainingPayload, train_data: Optional[PtychoData] = None,
                  test_data: Optional[PtychoData] = None,
                  extra_callbacks: Iterable[Any] = ()) -> TrainingResult:
@@ -184,11 +235,16 @@ def run_training(payload: TrainingPayload, train_data: Optional[PtychoData] = No
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"resume requested but there is no checkpoint at {ckpt_path}; "
                                     "run without --resume first")
+        resume_ckpt = _read_resume_checkpoint(ckpt_path)
+        check_resume_config(resume_ckpt, to_dict(cfg)["model"], ckpt_path)
     pl.seed_everything(cfg.execution.seed, workers=True, verbose=False)
     dm = PtychoDataModule(payload, train_data, test_data)
     dm.setup()
     monitor = "val_loss" if dm.has_validation else "train_loss"
     module = PtychoLightningModule(payload, monitor=monitor)
+    if ckpt_path is not None:
+        check_resume_state_dict(resume_ckpt, module.state_dict(), ckpt_path)
+        del resume_ckpt
     history_cb = make_history_callback()
     hint = make_resume_hint_callback(last_checkpoint_path(out))
     trainer = pl.Trainer(**trainer_kwargs(payload, monitor,

@@ -186,3 +186,26 @@ def test_resume_in_a_moved_run_directory_keeps_the_best_epoch(tmp_path, monkeypa
     summary = load_bundle(moved / "model").manifest["history_summary"]
     assert summary["epochs_run"] == 3
     assert summary["best_epoch"] == 0 and summary["best_monitored_loss"] == 0.0
+
+
+def test_resume_with_other_model_settings_exits_2_naming_them(tmp_path, capsys):
+    data = _tiny_scan(tmp_path)
+    out = tmp_path / "run"
+    base = _train_argv(data, out, batch_size=6) + ["--max_epochs", "1"]
+    assert train.main(base + ["--filter_scale", "0.25"]) == 0
+    last = out / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+
+    # the checkpoint records its model settings: the message names the differing one
+    assert train.main(base + ["--filter_scale", "0.5", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert str(last) in err and "model.filter_scale: checkpoint 0.25, now 0.5" in err
+    assert "Traceback" not in err
+
+    # without recorded settings, the mismatching parameters and their shapes are named
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    del ckpt["hyper_parameters"]
+    torch.save(ckpt, last)
+    assert train.main(base + ["--filter_scale", "0.5", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert str(last) in err and "weights do not fit" in err and "checkpoint (" in err

@@ -227,3 +227,14 @@ def test_inert_settings_are_named_for_the_backend_that_ignores_them():
     assert [n.split(" ")[0] for n in inert_settings(both, "tf")] == ["execution.num_workers=2"]
     assert [n.split(" ")[0] for n in inert_settings(both, "torch")] == ["execution.jit_compile"]
     assert inert_settings(ExecutionConfig(), "tf") == inert_settings(ExecutionConfig(), "torch") == []
+
+
+def test_help_of_n_and_k_names_where_the_value_comes_from():
+    from ptycho.config_bridge import resolve_config
+
+    actions = {a.dest: a for a in _parser("training")._actions}
+    n_help, k_help = actions["N"].help, actions["K"].help
+    assert "Default: 64" not in n_help and "training data" in n_help
+    assert "Default: 6," not in k_help and "gridsize**2 + 2" in k_help
+    # the example the help quotes is what the resolver derives
+    assert resolve_config({"gridsize": 3})[0].data.K == 11 and "11 at gridsize 3" in k_help
