@@ -533,7 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "see no unscanned pixel", "analyse the scanned region's bounding box")
     _add(p, "patch-size", type=int, default=None, metavar="PIXELS",
          help="side in pixels of the square each scan position covers, used only when RECON has "
-              "no scanned_mask (default: RECON's stitch_crop, else the data file's N)")
+              "no illuminated_mask, scanned_mask or weight (default: RECON's stitch_crop, else "
+              "the data file's N)")
     _add(p, "max-shift", type=float, default=DEFAULT_MAX_SHIFT, metavar="PIXELS",
          help="search range of the shift registration, ± pixels on each axis "
               f"(default: {DEFAULT_MAX_SHIFT:g})")
