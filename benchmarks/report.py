@@ -96,7 +96,10 @@ WHY_MISSED = [
     "a GPU as well, need more training patterns. The networks here are scored without the "
     "optional physics refinement (`--refine-steps`), which lifts the stitched result above "
     "SSIM 0.9 in about 100 steps but does so from a flat start as well "
-    "(`python -m benchmarks.refine_start`, docs/quality.md).",
+    "(`python -m benchmarks.refine_start`, docs/quality.md). "
+    "`python -m benchmarks.decoder_variants` trains a U-Net-shaped network with "
+    "full-resolution decoder stages for a fixed wall-clock budget: with skip connections it "
+    "reached held-out amplitude SSIM 0.35 in 5 CPU minutes (docs/quality.md).",
     "- **Time-to-image vs rPIE.** At 512 patterns the fixed costs dominate: reading the bundle "
     "and scan, building the model, stitching with Fourier sub-pixel placement, and writing "
     "PNGs and metrics. The prediction itself runs at the inference pat/s of the table. "
