@@ -118,7 +118,7 @@ def train_and_score(train_path: str, test_path: str, *, mode: str = "pinn",
     amps = np.asarray(train.diffraction, dtype=np.float32)
     scale = float(np.sqrt(np.mean(np.sum(amps.astype(np.float64) ** 2, axis=(1, 2))))) / (N / 2)
     X = torch.from_numpy(amps / scale)[:, None]
-    counts = torch.from_numpy(amps.astype(np.float32) ** 2)
+    counts = torch.from_numpy(amps ** 2)
     probe = torch.from_numpy(np.array(train.probe, dtype=np.complex64))
     w = np.abs(train.probe) ** 2
     bright = torch.from_numpy((w >= MASK_FRACTION * w.max()).astype(np.float32))
@@ -126,7 +126,7 @@ def train_and_score(train_path: str, test_path: str, *, mode: str = "pinn",
     truth = torch.from_numpy(extract_patches(train.object, pos, N, "fourier").astype(np.complex64))
     # Count scale s: start where a transparent object would reproduce the mean photons.
     log_s = torch.nn.Parameter(torch.tensor(0.5 * math.log(float(counts.sum(dim=(1, 2)).mean())
-                                                            / float((w).sum()))))
+                                                            / float(w.sum()))))
     params = [{"params": net.parameters(), "lr": 1e-3}]
     if mode == "pinn":
         params.append({"params": [log_s], "lr": 1e-2})

@@ -133,19 +133,19 @@ def test_probe_file_sets_probe_and_N(tmp_path):
 
 
 
-@pytest.mark.parametrize("content", [b"not a probe\n", None])
-def test_probe_file_that_is_not_npz_is_named(tmp_path, capsys, content):
-    path = tmp_path / "probe.txt"
-    if content is None:
-        np.save(tmp_path / "probe.npy", default_probe(16))
-        path = tmp_path / "probe.npy"
+@pytest.mark.parametrize("name", ["probe.txt", "probe.npy"])
+def test_probe_file_that_is_not_npz_is_named(tmp_path, capsys, name):
+    path = tmp_path / name
+    if name.endswith(".npy"):
+        np.save(path, default_probe(16))
     else:
-        path.write_bytes(content)
+        path.write_bytes(b"not a probe\n")
     out = tmp_path / "p.npz"
     assert main(["--output", str(out), "--probe", str(path), "--no-preview"]) == 2
     err = capsys.readouterr().err
     assert "is not an NPZ archive" in err and str(path) in err
     assert "allow_pickle" not in err and not out.exists()
+
 
 def test_image_object_through_cli(tmp_path):
     yy, xx = np.mgrid[0:50, 0:50]
