@@ -1,4 +1,4 @@
-"""Filter counts of the PtychoPINN network, shared by both backends and the weight converter.
+"""Layers and filter counts of the PtychoPINN network, shared by both backends and the weight converter.
 
 For a patch side ``N`` (a power of two >= 16) the encoder has ``log2(N) - 3`` stages whose
 filters double from stage to stage and end at 256 (N=64: 64, 128, 256); the decoders mirror
@@ -6,6 +6,20 @@ the encoder without its deepest stage (N=64: 128, 64). ``filter_scale`` multipli
 count (rounded, at least 1): 1 is the reference network (about 2.3 M parameters at N=64),
 0.5 has a quarter of its parameters and convolution FLOPs, which trains several times faster
 on a CPU.
+
+Two decoders share that encoder (``model.decoder``):
+
+* ``"reference"`` (DESIGN §5): an amplitude and a phase decoder of ``n_stages - 1`` stages
+  [conv -> ReLU -> conv -> ReLU -> nearest upsample 2] from N/2**n_stages up to N/2, a 3x3 conv
+  to C channels for the central N/2 x N/2 block and, with ``probe_big``, one more upsample and
+  conv for the border.
+* ``"unet"``: one decoder that works up to full resolution with skip connections. A bottleneck
+  stage ``mid`` (2 x the deepest encoder filters) at N/2**n_stages, then ``n_stages`` stages
+  [nearest upsample 2 -> concatenate the pre-pool features of the encoder stage of that size
+  (upsampled first, skip second) -> conv -> ReLU -> conv -> ReLU] with the filters of that
+  encoder stage, and two 3x3 heads ``amp_out`` and ``phase_out`` on the N x N features. Without
+  ``probe_big`` the heads' output is kept only in the central block. Fine object detail reaches
+  the output through the skips instead of through an N/4 bottleneck and one convolution.
 """
 
 from __future__ import annotations
@@ -14,9 +28,11 @@ import math
 
 import numpy as np
 
-__all__ = ["network_filters", "check_filter_scale", "FILTER_SCALE_RANGE"]
+__all__ = ["network_filters", "check_filter_scale", "FILTER_SCALE_RANGE", "DECODERS",
+           "check_decoder", "conv_layers"]
 
 FILTER_SCALE_RANGE = (1.0 / 64.0, 4.0)
+DECODERS = ("reference", "unet")
 
 
 def check_filter_scale(filter_scale) -> float:
@@ -36,3 +52,44 @@ def network_filters(N: int, filter_scale: float = 1.0) -> tuple[list[int], list[
     n_stages = int(round(math.log2(int(N)))) - 3
     enc = [max(1, int(round(scale * 256 / 2 ** (n_stages - 1 - i)))) for i in range(n_stages)]
     return enc, enc[:-1][::-1]
+
+
+def check_decoder(decoder) -> str:
+    """``decoder`` if it is one of ``DECODERS``, else ``ValueError`` naming it."""
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    return decoder
+
+
+def conv_layers(N: int, channels: int, probe_big: bool, filter_scale: float = 1.0,
+                decoder: str = "reference") -> list[tuple[str, int, int]]:
+    """``(name, in, out)`` of every 3x3 convolution of the network, in the contract's order.
+
+    ``channels`` is C = gridsize**2 (input planes and output planes of each head). Both
+    backends build their layers from this list and the weight converter checks against it.
+    """
+    enc, dec = network_filters(N, filter_scale)
+    check_decoder(decoder)
+    C = int(channels)
+    layers: list[tuple[str, int, int]] = []
+    cin = C
+    for i, f in enumerate(enc):
+        layers += [(f"enc{i}_conv0", cin, f), (f"enc{i}_conv1", f, f)]
+        cin = f
+    if decoder == "unet":
+        mid = 2 * enc[-1]
+        layers += [("mid_conv0", enc[-1], mid), ("mid_conv1", mid, mid)]
+        prev = mid
+        for j, skip in enumerate(enc[::-1]):
+            layers += [(f"dec{j}_conv0", prev + skip, skip), (f"dec{j}_conv1", skip, skip)]
+            prev = skip
+        return layers + [("amp_out", prev, C), ("phase_out", prev, C)]
+    for d in ("amp", "phase"):
+        prev = enc[-1]
+        for j, f in enumerate(dec):
+            layers += [(f"{d}_dec{j}_conv0", prev, f), (f"{d}_dec{j}_conv1", f, f)]
+            prev = f
+        layers.append((f"{d}_out", prev, C))
+        if probe_big:
+            layers.append((f"{d}_big_out", prev, C))
+    return layers

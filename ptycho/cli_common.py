@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 from typing import Any, Optional, Sequence
 
+from ptycho.architecture import DECODERS
 from ptycho.config import (
     ACCELERATORS,
     AMP_ACTIVATIONS,
@@ -174,6 +175,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     _add(g, ["filter_scale"], "filter_scale", "model",
          "Multiplier of the network's filter counts (factor; 1 = 64/128/256 at N=64, "
          "0.5 trains about 3x faster on a CPU).", kind=float)
+    _add(g, ["decoder"], "decoder", "model",
+         "Network decoder (name): reference (DESIGN section 5: decodes at N/8..N/2, one conv to "
+         "the patch) or unet (full resolution with skip connections from the encoder).",
+         kind=_lower, choices=DECODERS)
     _add(g, ["group_pad"], "group_pad", "model",
          "Per-group canvas padding for the overlap constraint (pixels).", kind=int,
          default_note="N//2")

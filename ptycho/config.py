@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from ptycho.architecture import FILTER_SCALE_RANGE, check_filter_scale
+from ptycho.architecture import DECODERS, FILTER_SCALE_RANGE, check_filter_scale
 from ptycho.atomic import atomic_write_text
 from ptycho.lr_schedule import LR_SCHEDULES
 
@@ -175,7 +175,9 @@ class ModelConfig:
     ``N`` is the diffraction pattern / object patch side in pixels; ``gridsize`` g gives
     ``C = g**2`` patterns per group. ``group_pad`` is the per-group canvas padding in pixels used
     by the overlap constraint (None means ``N // 2``). ``filter_scale`` multiplies the network's
-    filter counts (``ptycho.architecture``; 1 is the reference network).
+    filter counts (``ptycho.architecture``; 1 is the reference network). ``decoder`` picks the
+    decoder: ``"reference"`` (DESIGN §5) or ``"unet"`` (full resolution with skip connections;
+    ``ptycho.architecture``).
     """
 
     N: int = 64
@@ -189,6 +191,7 @@ class ModelConfig:
     interpolation: str = "bilinear"
     group_pad: Optional[int] = None
     filter_scale: float = 1.0
+    decoder: str = "reference"
 
     def __post_init__(self) -> None:
         s = "model"
@@ -198,6 +201,7 @@ class ModelConfig:
         _check_choice(s, "amp_activation", self.amp_activation, AMP_ACTIVATIONS)
         _check_choice(s, "mode", self.mode, MODES)
         _check_choice(s, "interpolation", self.interpolation, INTERPOLATIONS)
+        _check_choice(s, "decoder", self.decoder, DECODERS)
         _check_min(s, "group_pad", self.group_pad, 0, optional=True)
         try:
             check_filter_scale(self.filter_scale)

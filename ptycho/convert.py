@@ -34,7 +34,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ptycho.architecture import network_filters
+from ptycho.architecture import conv_layers, network_filters
 from ptycho.bundle import resolve_bundle_dir
 
 __all__ = [
@@ -68,43 +68,23 @@ def normalize_backend(name: Any) -> str:
     return BACKEND_ALIASES[key]
 
 
-def conv_layer_names(N: int, probe_big: bool) -> list[str]:
+def conv_layer_names(N: int, probe_big: bool, decoder: str = "reference") -> list[str]:
     """Names of every convolution of the network, in the contract's order."""
-    enc, dec = network_filters(N)  # the names do not depend on the filter counts
-    names = [f"enc{i}_conv{k}" for i in range(len(enc)) for k in (0, 1)]
-    for d in ("amp", "phase"):
-        names += [f"{d}_dec{j}_conv{k}" for j in range(len(dec)) for k in (0, 1)]
-        names.append(f"{d}_out")
-        if probe_big:
-            names.append(f"{d}_big_out")
-    return names
+    # The names depend on neither the filter counts nor C.
+    return [name for name, _, _ in conv_layers(N, 1, probe_big, decoder=decoder)]
 
 
 def canonical_shapes(model_config) -> dict[str, tuple[int, ...]]:
     """``{canonical name: shape}`` of every weight of the model described by ``model_config``
-    (a ``ptycho.config.ModelConfig``: N, gridsize, probe_big, filter_scale), in the contract's order."""
+    (a ``ptycho.config.ModelConfig``: N, gridsize, probe_big, filter_scale, decoder), in the
+    contract's order."""
     N, C = int(model_config.N), int(model_config.gridsize) ** 2
-    enc, dec = network_filters(N, getattr(model_config, "filter_scale", 1.0))
     shapes: dict[str, tuple[int, ...]] = {}
-
-    def conv(name: str, cin: int, cout: int) -> None:
+    for name, cin, cout in conv_layers(N, C, bool(model_config.probe_big),
+                                       getattr(model_config, "filter_scale", 1.0),
+                                       getattr(model_config, "decoder", "reference")):
         shapes[f"{name}/kernel"] = (3, 3, cin, cout)
         shapes[f"{name}/bias"] = (cout,)
-
-    cin = C
-    for i, f in enumerate(enc):
-        conv(f"enc{i}_conv0", cin, f)
-        conv(f"enc{i}_conv1", f, f)
-        cin = f
-    for d in ("amp", "phase"):
-        prev = enc[-1]
-        for j, f in enumerate(dec):
-            conv(f"{d}_dec{j}_conv0", prev, f)
-            conv(f"{d}_dec{j}_conv1", f, f)
-            prev = f
-        conv(f"{d}_out", prev, C)
-        if model_config.probe_big:
-            conv(f"{d}_big_out", prev, C)
     shapes["log_intensity_scale"] = ()
     shapes["probe"] = (N, N, 2)
     return shapes
@@ -127,7 +107,7 @@ def check_canonical(weights: Mapping[str, Any], model_config,
     if missing or extra:
         raise ValueError(
             f"{where}: weight names do not match the network for N={m.N}, gridsize={m.gridsize}, "
-            f"probe_big={m.probe_big}: missing {missing[:6]}{'...' if len(missing) > 6 else ''}, "
+            f"probe_big={m.probe_big}, decoder={getattr(m, 'decoder', 'reference')!r}: missing {missing[:6]}{'...' if len(missing) > 6 else ''}, "
             f"unexpected {extra[:6]}{'...' if len(extra) > 6 else ''}")
     out: dict[str, np.ndarray] = {}
     for name, shape in expected.items():

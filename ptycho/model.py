@@ -5,14 +5,18 @@ between models: the intensity scale, the probe and every setting live in the mod
 two models with different settings in one process are independent.
 
 Architecture (``docs/api_contract.md``, "Network"; identical to ``ptycho_torch.model`` layer for
-layer so that weights convert one-to-one): an encoder of ``n_stages = log2(N) - 3`` stages
+layer so that weights convert one-to-one; the layers come from
+``ptycho.architecture.conv_layers``). ``decoder="reference"``: an encoder of ``n_stages = log2(N) - 3`` stages
 [conv3×3 → ReLU → conv3×3 → ReLU → maxpool 2] and two decoders (``amp``, ``phase``) of
 ``n_stages - 1`` stages [conv → ReLU → conv → ReLU → nearest upsample 2], each ending in a 3×3
 conv to ``C`` channels predicting the central ``N/2×N/2`` of each patch. With ``probe_big`` a
 border branch (one more nearest upsample, then ``{d}_big_out``) fills the rest of the patch. The
 activation (amplitude: sigmoid | softplus | swish; phase: ``π·tanh``) is applied to both the
 central and the border output. Layer names are the contract names (``enc0_conv0``,
-``amp_dec0_conv1``, ``phase_out``, ``amp_big_out``, ...). Extra weights: ``log_intensity_scale``
+``amp_dec0_conv1``, ``phase_out``, ``amp_big_out``, ...). ``decoder="unet"``: the same encoder,
+a bottleneck stage ``mid``, one decoder up to full resolution whose stages ``dec{j}`` take the
+upsampled features concatenated with the encoder features of the same size, and the heads
+``amp_out`` / ``phase_out`` on the ``N×N`` features. Extra weights: ``log_intensity_scale``
 (scalar) and ``probe`` (``(N, N, 2)``: real and imaginary parts), trainable as configured.
 
 Layout: Keras tensors are channels-last. Inputs are ``X`` ``(B, N, N, C)`` normalised
@@ -36,7 +40,7 @@ import keras
 import tensorflow as tf
 
 from ptycho import tf_helper as th
-from ptycho.architecture import network_filters
+from ptycho.architecture import check_decoder, conv_layers, network_filters
 
 __all__ = ["PtychoPINN", "build_model", "network_filters", "AMP_ACTIVATIONS", "PRECISIONS"]
 
@@ -73,11 +77,12 @@ class PtychoPINN(keras.Model):
                  probe_mask: bool, probe_trainable: bool, intensity_scale_trainable: bool,
                  mode: str, interpolation: str, group_pad: int | None, probe: np.ndarray,
                  intensity_scale: float, normalization_factor: float, precision: str = "32",
-                 filter_scale: float = 1.0, name: str = "ptycho_pinn") -> None:
+                 filter_scale: float = 1.0, decoder: str = "reference",
+                 name: str = "ptycho_pinn") -> None:
         super().__init__(name=name)
         from ptycho.probe import normalize_probe, probe_mask as support_mask
 
-        enc, dec = network_filters(N, filter_scale)
+        enc, _ = network_filters(N, filter_scale)
         self.filter_scale = float(filter_scale)
         if isinstance(gridsize, bool) or int(gridsize) != gridsize or gridsize < 1:
             raise ValueError(f"gridsize must be an integer >= 1, got {gridsize!r}")
@@ -112,18 +117,12 @@ class PtychoPINN(keras.Model):
         self.n_stages = len(enc)
 
         policy = PRECISIONS[precision]
-        conv = lambda f, name, act=None: keras.layers.Conv2D(  # noqa: E731
-            f, 3, strides=1, padding="same", use_bias=True, activation=act, name=name, dtype=policy)
-        for i, f in enumerate(enc):
-            setattr(self, f"enc{i}_conv0", conv(f, f"enc{i}_conv0", "relu"))
-            setattr(self, f"enc{i}_conv1", conv(f, f"enc{i}_conv1", "relu"))
-        for d in ("amp", "phase"):
-            for j, f in enumerate(dec):
-                setattr(self, f"{d}_dec{j}_conv0", conv(f, f"{d}_dec{j}_conv0", "relu"))
-                setattr(self, f"{d}_dec{j}_conv1", conv(f, f"{d}_dec{j}_conv1", "relu"))
-            setattr(self, f"{d}_out", conv(self.C, f"{d}_out"))
-            if self.probe_big:
-                setattr(self, f"{d}_big_out", conv(self.C, f"{d}_big_out"))
+        self.decoder = check_decoder(decoder)
+        for name, _, cout in conv_layers(self.N, self.C, self.probe_big, filter_scale,
+                                         self.decoder):
+            setattr(self, name, keras.layers.Conv2D(
+                cout, 3, strides=1, padding="same", use_bias=True, name=name, dtype=policy,
+                activation=None if name.endswith("_out") else "relu"))
         self.pool = keras.layers.MaxPooling2D(2, name="maxpool", dtype=policy)
         self.upsample = keras.layers.UpSampling2D(2, interpolation="nearest", name="upsample",
                                                   dtype=policy)
@@ -194,13 +193,34 @@ class PtychoPINN(keras.Model):
             out = out + (1.0 - tf.constant(self._central[:, :, None], dtype=pdtype)) * big
         return out
 
-    def network(self, X):
-        """Amplitude and phase ``(B, N, N, C)`` from ``X`` ``(B, N, N, C)``."""
-        h = X
+    def _encode(self, h):
+        """Pooled encoder output and the pre-pool features of every stage (full size first)."""
+        skips = []
         for i in range(self.n_stages):
             h = getattr(self, f"enc{i}_conv0")(h)
             h = getattr(self, f"enc{i}_conv1")(h)
+            skips.append(h)
             h = self.pool(h)
+        return h, skips
+
+    def _decode_unet(self, h, skips):
+        h = self.mid_conv1(self.mid_conv0(h))
+        for j, skip in enumerate(skips[::-1]):
+            h = keras.ops.concatenate([self.upsample(h), skip], axis=-1)
+            h = getattr(self, f"dec{j}_conv1")(getattr(self, f"dec{j}_conv0")(h))
+        pdtype = self.physics_dtype
+        amp = self._activate("amp", tf.cast(self.amp_out(h), pdtype))
+        phase = self._activate("phase", tf.cast(self.phase_out(h), pdtype))
+        if not self.probe_big:
+            central = tf.constant(self._central[:, :, None], dtype=pdtype)
+            amp, phase = amp * central, phase * central
+        return amp, phase
+
+    def network(self, X):
+        """Amplitude and phase ``(B, N, N, C)`` from ``X`` ``(B, N, N, C)``."""
+        h, skips = self._encode(X)
+        if self.decoder == "unet":
+            return self._decode_unet(h, skips)
         return self._decode("amp", h), self._decode("phase", h)
 
     # ------------------------------------------------------------------ forward
@@ -262,7 +282,7 @@ class PtychoPINN(keras.Model):
                 "probe_big": self.probe_big, "probe_mask": self.use_probe_mask,
                 "mode": self.mode, "interpolation": self.interpolation,
                 "group_pad": self.group_pad, "precision": self.precision,
-                "filter_scale": self.filter_scale,
+                "filter_scale": self.filter_scale, "decoder": self.decoder,
                 "normalization_factor": self.normalization_factor}
 
 
@@ -271,7 +291,8 @@ def build_model(config, probe, intensity_scale, normalization_factor, *,
     """Build a new, independent PtychoPINN with all weights created.
 
     config: ``ptycho.config.ModelConfig`` (N, gridsize, amp_activation, probe_big, probe_mask,
-    probe_trainable, intensity_scale_trainable, mode, interpolation, group_pad, filter_scale).
+    probe_trainable, intensity_scale_trainable, mode, interpolation, group_pad, filter_scale,
+    decoder).
     probe: ``(N, N)`` complex, normalised inside (``Σ|P|² = (N/2)²``).
     intensity_scale: initial ``s > 0`` (stored as its logarithm).
     normalization_factor: input normalisation ``f > 0`` of the training data; targets are
@@ -285,6 +306,7 @@ def build_model(config, probe, intensity_scale, normalization_factor, *,
         intensity_scale_trainable=bool(config.intensity_scale_trainable), mode=config.mode,
         interpolation=config.interpolation, group_pad=config.group_pad, probe=probe,
         intensity_scale=intensity_scale, normalization_factor=normalization_factor,
-        precision=precision, filter_scale=float(getattr(config, "filter_scale", 1.0)), name=name)
+        precision=precision, filter_scale=float(getattr(config, "filter_scale", 1.0)),
+        decoder=getattr(config, "decoder", "reference"), name=name)
     model.build_by_calling()
     return model

@@ -29,7 +29,8 @@ def _model_config(model):
     from ptycho.config import ModelConfig
 
     return ModelConfig(N=int(model.N), gridsize=int(model.gridsize),
-                       probe_big=bool(model.probe_big), filter_scale=float(model.filter_scale))
+                       probe_big=bool(model.probe_big), filter_scale=float(model.filter_scale),
+                       decoder=model.decoder)
 
 
 def export_weights(model) -> dict[str, np.ndarray]:

@@ -1,11 +1,14 @@
 """The PtychoPINN network and its differentiable physics, as one ``torch.nn.Module``.
 
 Architecture (identical to the TensorFlow backend, layer for layer, so weights convert one-to-one;
-see "Network" in ``docs/api_contract.md``): an encoder of ``n_stages = log2(N) - 3`` stages
+see "Network" in ``docs/api_contract.md``; the layers come from ``ptycho.architecture.conv_layers``).
+``decoder="reference"``: an encoder of ``n_stages = log2(N) - 3`` stages
 [conv3x3 → ReLU → conv3x3 → ReLU → maxpool 2] and two decoders (amplitude, phase) of
 ``n_stages - 1`` stages [conv → ReLU → conv → ReLU → nearest upsample 2], each ending in a 3x3
 conv to C channels that predicts the central N/2 x N/2 of every patch. With ``probe_big`` a border
-branch (one more upsample, then a conv) fills the rest of the N x N patch.
+branch (one more upsample, then a conv) fills the rest of the N x N patch. ``decoder="unet"``:
+the same encoder, a bottleneck stage ``mid``, one decoder up to full resolution with skip
+connections (``dec{j}``) and the heads ``amp_out`` / ``phase_out`` on the N x N features.
 
 Module attribute names equal the TensorFlow layer names (``enc0_conv0``, ``amp_dec0_conv0``,
 ``amp_out``, ``amp_big_out``, ...), so ``state_dict`` keys are ``<layer>.weight`` / ``<layer>.bias``.
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ptycho.architecture import network_filters
+from ptycho.architecture import check_decoder, conv_layers, network_filters
 from ptycho_torch import helper
 
 __all__ = ["ModelOutput", "PtychoPINN", "network_filters", "count_parameters"]
@@ -75,7 +78,7 @@ class PtychoPINN(nn.Module):
     ----------
     model_config : ptycho.config.ModelConfig
         N, gridsize, amp_activation, probe_big, probe_mask, probe_trainable,
-        intensity_scale_trainable, mode, interpolation, group_pad, filter_scale.
+        intensity_scale_trainable, mode, interpolation, group_pad, filter_scale, decoder.
     probe : np.ndarray (N, N) complex
         The probe; it is normalised with ``ptycho.probe.normalize_probe`` (Σ|P|² = (N/2)²).
     intensity_scale : float
@@ -119,22 +122,11 @@ class PtychoPINN(nn.Module):
             raise ValueError("probe contains NaN or Inf")
 
         self.filter_scale = float(_cfg(model_config, "filter_scale", 1.0))
-        enc, dec = network_filters(N, self.filter_scale)
-        self.n_stages = len(enc)
-        cin = self.C
-        for i, f in enumerate(enc):
-            setattr(self, f"enc{i}_conv0", _conv(cin, f))
-            setattr(self, f"enc{i}_conv1", _conv(f, f))
-            cin = f
-        for d in ("amp", "phase"):
-            prev = enc[-1]
-            for j, f in enumerate(dec):
-                setattr(self, f"{d}_dec{j}_conv0", _conv(prev, f))
-                setattr(self, f"{d}_dec{j}_conv1", _conv(f, f))
-                prev = f
-            setattr(self, f"{d}_out", _conv(prev, self.C))
-            if self.probe_big:
-                setattr(self, f"{d}_big_out", _conv(prev, self.C))
+        self.decoder = check_decoder(_cfg(model_config, "decoder", "reference"))
+        self.n_stages = len(network_filters(N, self.filter_scale)[0])
+        for name, cin, cout in conv_layers(N, self.C, self.probe_big, self.filter_scale,
+                                           self.decoder):
+            setattr(self, name, _conv(cin, cout))
 
         log_s = torch.tensor(math.log(intensity_scale), dtype=torch.float32)
         if bool(_cfg(model_config, "intensity_scale_trainable", False)):
@@ -206,19 +198,43 @@ class PtychoPINN(nn.Module):
             out = out + (1 - self.central.to(big.dtype)) * big
         return out
 
+    def _encode(self, h: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Pooled encoder output and the pre-pool features of every stage (full size first)."""
+        skips = []
+        for i in range(self.n_stages):
+            h = torch.relu(getattr(self, f"enc{i}_conv0")(h))
+            h = torch.relu(getattr(self, f"enc{i}_conv1")(h))
+            skips.append(h)
+            h = nn.functional.max_pool2d(h, 2)
+        return h, skips
+
+    def _decode_unet(self, h: torch.Tensor,
+                     skips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.relu(self.mid_conv0(h))
+        h = torch.relu(self.mid_conv1(h))
+        for j, skip in enumerate(skips[::-1]):
+            h = torch.cat([nn.functional.interpolate(h, scale_factor=2, mode="nearest"), skip], 1)
+            h = torch.relu(getattr(self, f"dec{j}_conv0")(h))
+            h = torch.relu(getattr(self, f"dec{j}_conv1")(h))
+        amp = self._activate_amp(self.amp_out(h))
+        phase = math.pi * torch.tanh(self.phase_out(h))
+        if not self.probe_big:
+            central = self.central.to(amp.dtype)
+            amp, phase = amp * central, phase * central
+        return amp, phase
+
     def network(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Amplitude a and phase φ, each (B, C, N, N) real, from X (B, C, N, N).
 
         The convolutions run on channels-last tensors: the same numbers, about three times
         faster on CPU (oneDNN) and the layout tensor cores expect on GPU.
         """
-        h = X.contiguous(memory_format=torch.channels_last)
-        for i in range(self.n_stages):
-            h = torch.relu(getattr(self, f"enc{i}_conv0")(h))
-            h = torch.relu(getattr(self, f"enc{i}_conv1")(h))
-            h = nn.functional.max_pool2d(h, 2)
-        return (self._decode("amp", h).contiguous(),
-                self._decode("phase", h).contiguous())
+        h, skips = self._encode(X.contiguous(memory_format=torch.channels_last))
+        if self.decoder == "unet":
+            amp, phase = self._decode_unet(h, skips)
+        else:
+            amp, phase = self._decode("amp", h), self._decode("phase", h)
+        return amp.contiguous(), phase.contiguous()
 
     # ------------------------------------------------------------------ forward
     def _check_inputs(self, X: torch.Tensor, offsets: torch.Tensor) -> None:

@@ -53,7 +53,8 @@ def _model_config(module):
     from ptycho.config import ModelConfig
 
     return ModelConfig(N=int(module.N), gridsize=int(module.gridsize),
-                       probe_big=bool(module.probe_big), filter_scale=float(module.filter_scale))
+                       probe_big=bool(module.probe_big), filter_scale=float(module.filter_scale),
+                       decoder=module.decoder)
 
 
 def export_weights(module: torch.nn.Module) -> dict[str, np.ndarray]:

@@ -50,8 +50,8 @@ def _check_png(path):
     assert float(img[..., :3].std()) > 0.01
 
 
-@pytest.mark.parametrize("gridsize", [1, 2])
-def test_train_then_infer_gridsize(scan, tmp_path, gridsize):
+@pytest.mark.parametrize("gridsize,decoder", [(1, "reference"), (2, "reference"), (2, "unet")])
+def test_train_then_infer_gridsize(scan, tmp_path, gridsize, decoder):
     train_file, test_file = scan
     out = tmp_path / "train"
     # no test file: a seeded validation_fraction of the 16 training groups validates
@@ -59,7 +59,8 @@ def test_train_then_infer_gridsize(scan, tmp_path, gridsize):
                      "--output_dir", str(out), "--N", "32", "--gridsize", str(gridsize),
                      "--max_epochs", "1", "--batch_size", "8", "--n_groups", "16", "--logger", "none",
                      "--num_workers", "0", "--accelerator", "cpu", "--log-patch-stats",
-                     "--patch-stats-limit", str(LIMIT), "--validation_fraction", "0.2"])
+                     "--patch-stats-limit", str(LIMIT), "--validation_fraction", "0.2",
+                     "--decoder", decoder])
     assert rc == 0
     entries = _check_stats(out / "torch_patch_stats.json", ("train", "val"))
     assert all(e["gridsize"] == gridsize and e["epoch"] == 0 for e in entries)
@@ -72,6 +73,7 @@ def test_train_then_infer_gridsize(scan, tmp_path, gridsize):
     assert len(history["time_s"]) == 1 and history["time_s"][0] > 0
     saved = json.loads((out / "training_payload.json").read_text())
     assert saved["config"]["model"]["gridsize"] == gridsize
+    assert saved["config"]["model"]["decoder"] == decoder
 
     inf = tmp_path / "infer"
     rc = inference.main(["--model_path", str(out / "model"), "--test_data", str(test_file),

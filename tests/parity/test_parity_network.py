@@ -1,10 +1,10 @@
 """The whole network on both backends with the same (converted) weights, N=64.
 
-The same canonical weights (Keras-initialised kernels, random non-zero biases) are imported into
+The same canonical weights (seeded Glorot kernels, seeded non-zero biases) are imported into
 a Keras and a torch ``PtychoPINN``; the same X and offsets then give the same network outputs,
 object patches and predicted diffraction (max abs diff <= 1e-4), counts and Poisson loss (1e-5
 relative), in inference and in training mode, for gridsize 1 and 2 with ``probe_big`` on and
-off. The loss gradients with respect to every weight agree too (float64: 1e-9 relative per
+off, for the reference and the U-Net decoder (the latter at a quarter of the filters). The loss gradients with respect to every weight agree too (float64: 1e-9 relative per
 tensor; float32: each backend within 5e-3 of the float64 values), so a training step moves both
 models alike.
 """
@@ -20,33 +20,43 @@ torch = pytest.importorskip("torch")
 from tests.parity.parity_tools import assert_close, rel_err  # noqa: E402
 from ptycho import tf_weights  # noqa: E402
 from ptycho.config import ModelConfig  # noqa: E402
+from ptycho.initial_weights import initial_weights  # noqa: E402
 from ptycho.probe import default_probe  # noqa: E402
 from ptycho_torch import weights as torch_weights  # noqa: E402
 
 N = 64
 ABS_TOL = 1e-4
 SCALE, FACTOR = 31.0, 29.0           # intensity scale and input normalisation factor
-CASES = [(1, True, "bilinear"), (1, False, "bilinear"), (2, True, "bilinear"),
-         (2, False, "bilinear"), (2, False, "fourier")]
+CASES = [(1, True, "bilinear", "reference"), (1, False, "bilinear", "reference"),
+         (2, True, "bilinear", "reference"), (2, False, "bilinear", "reference"),
+         (2, False, "fourier", "reference"), (1, True, "bilinear", "unet"),
+         (2, False, "fourier", "unet"), (2, True, "bilinear", "unet")]
+
+
+def model_config(gridsize, probe_big, interp="bilinear", decoder="reference"):
+    return ModelConfig(N=N, gridsize=gridsize, probe_big=probe_big, interpolation=interp,
+                       decoder=decoder, filter_scale=1.0 if decoder == "reference" else 0.25)
 
 
 @pytest.fixture(scope="module")
 def model_pair():
-    """``pair(gridsize, probe_big, interpolation) -> (keras model, torch model)`` with the same
-    weights; each pair is built once per module."""
+    """``pair(gridsize, probe_big, interpolation, decoder) -> (keras model, torch model)`` with
+    the same weights; each pair is built once per module."""
     from ptycho.model import build_model
     from ptycho_torch.model import PtychoPINN
 
     cache = {}
 
-    def make(gridsize, probe_big, interp):
-        key = (gridsize, probe_big, interp)
+    def make(gridsize, probe_big, interp, decoder="reference"):
+        key = (gridsize, probe_big, interp, decoder)
         if key not in cache:
-            cfg = ModelConfig(N=N, gridsize=gridsize, probe_big=probe_big, interpolation=interp)
+            cfg = model_config(gridsize, probe_big, interp, decoder)
             rng = np.random.default_rng(100 + 10 * gridsize + int(probe_big))
             probe = default_probe(N) * np.exp(0.3j * rng.normal(size=(N, N)))
             m_tf = build_model(cfg, probe, SCALE, FACTOR)
-            w = tf_weights.export_weights(m_tf)
+            # seeded kernels: Keras' own initialiser draws differently in every process
+            w = initial_weights(cfg, seed=gridsize + 2 * int(probe_big),
+                                base=tf_weights.export_weights(m_tf))
             for k in w:
                 if k.endswith("/bias"):
                     w[k] = (0.05 * rng.normal(size=w[k].shape)).astype(np.float32)
@@ -86,9 +96,9 @@ def run_torch(m_t, X, off, training):
 
 
 @pytest.mark.parametrize("training", [False, True])
-@pytest.mark.parametrize("gridsize,probe_big,interp", CASES)
-def test_same_outputs(model_pair, gridsize, probe_big, interp, training):
-    m_tf, m_t = model_pair(gridsize, probe_big, interp)
+@pytest.mark.parametrize("gridsize,probe_big,interp,decoder", CASES)
+def test_same_outputs(model_pair, gridsize, probe_big, interp, decoder, training):
+    m_tf, m_t = model_pair(gridsize, probe_big, interp, decoder)
     X, off = inputs(gridsize, B=3, seed=7)
     a, b = run_tf(m_tf, X, off, training), run_torch(m_t, X, off, training)
     for key in ("patch_amp", "patch_phase", "object", "amplitude"):
@@ -146,8 +156,10 @@ def loss_and_grads_torch(m_t, X, off, K):
     return float(loss.detach()), grads
 
 
-@pytest.mark.parametrize("gridsize,probe_big", [(1, True), (2, False)])
-def test_same_loss_and_weight_gradients(model_pair, gridsize, probe_big):
+@pytest.mark.parametrize("gridsize,probe_big,decoder", [(1, True, "reference"),
+                                                        (2, False, "reference"),
+                                                        (2, True, "unet")])
+def test_same_loss_and_weight_gradients(model_pair, gridsize, probe_big, decoder):
     """Mean Poisson NLL against counts (X·f)² and its gradient with respect to every trainable
     weight. In float64 both backends compute the same numbers (1e-9 relative per tensor); in
     float32 each backend's gradients are within 5e-3 of the float64 values (round-off of the
@@ -155,10 +167,10 @@ def test_same_loss_and_weight_gradients(model_pair, gridsize, probe_big):
     from ptycho.model import build_model
     from ptycho_torch.model import PtychoPINN
 
-    m_tf, m_t = model_pair(gridsize, probe_big, "bilinear")
+    m_tf, m_t = model_pair(gridsize, probe_big, "bilinear", decoder)
     w = tf_weights.export_weights(m_tf)
     probe = m_tf.probe_value()
-    cfg = ModelConfig(N=N, gridsize=gridsize, probe_big=probe_big)
+    cfg = model_config(gridsize, probe_big, decoder=decoder)
     m_tf64 = build_model(cfg, probe, SCALE, FACTOR, precision="64")
     tf_weights.import_weights(m_tf64, w)
     m_t64 = PtychoPINN(cfg, probe, SCALE, FACTOR).double()

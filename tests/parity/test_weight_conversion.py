@@ -23,11 +23,12 @@ from ptycho.probe import default_probe  # noqa: E402
 from ptycho_torch import weights as torch_weights  # noqa: E402
 
 
-def build_pair(N, gridsize, probe_big, precision="32", filter_scale=1.0):
+def build_pair(N, gridsize, probe_big, precision="32", filter_scale=1.0, decoder="reference"):
     from ptycho.model import build_model
     from ptycho_torch.model import PtychoPINN
 
-    cfg = ModelConfig(N=N, gridsize=gridsize, probe_big=probe_big, filter_scale=filter_scale)
+    cfg = ModelConfig(N=N, gridsize=gridsize, probe_big=probe_big, filter_scale=filter_scale,
+                      decoder=decoder)
     probe = default_probe(N)
     m_tf = build_model(cfg, probe, 3.0, 2.0, precision=precision)
     torch.manual_seed(N + gridsize)
@@ -75,6 +76,23 @@ def test_filter_scale_narrows_both_backends_alike_and_converts():
         {k: v for k, v in shapes.items() if "/" in k}
     tf_weights.import_weights(m_tf, w_t)
     assert_same_weights(tf_weights.export_weights(m_tf), w_t)
+
+
+@pytest.mark.parametrize("probe_big", [True, False])
+def test_unet_decoder_has_the_same_layout_on_both_backends_and_converts(probe_big):
+    cfg, m_tf, m_t = build_pair(64, 2, probe_big, filter_scale=0.25, decoder="unet")
+    shapes = convert.canonical_shapes(cfg)
+    w_tf, w_t = tf_weights.export_weights(m_tf), torch_weights.export_weights(m_t)
+    assert list(w_tf) == list(w_t) == list(shapes)
+    assert {k: v.shape for k, v in w_tf.items()} == shapes
+    assert "mid_conv1/kernel" in shapes and "amp_dec0_conv0/kernel" not in shapes
+    tf_weights.import_weights(m_tf, w_t)
+    assert_same_weights(tf_weights.export_weights(m_tf), w_t)
+    # a reference-decoder model refuses these weights by name
+    _, ref_tf, ref_t = build_pair(64, 2, probe_big, filter_scale=0.25)
+    for mod, model in ((tf_weights, ref_tf), (torch_weights, ref_t)):
+        with pytest.raises(ValueError, match="decoder='reference'.*missing.*amp_dec0_conv0"):
+            mod.import_weights(model, w_t)
 
 
 def test_torch_kernel_is_the_permuted_hwio_kernel():
