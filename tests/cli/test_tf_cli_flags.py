@@ -58,7 +58,8 @@ def trained(scan, tmp_path_factory):
                          "--output-dir", str(out / "run"), "--n_groups", "10", "--gridsize", "2",
                          "--nepochs", "1", "--batch-size", "4", "--nphotons", "4e6",
                          "--seed", "3", "--config", str(cfg), "--log-patch-stats",
-                         "--patch-stats-limit", "1", "--jit-compile", "--K", "7"])
+                         "--patch-stats-limit", "1", "--jit-compile", "--K", "7",
+                         "--decoder", "unet", "--filter_scale", "0.5"])
     assert rc == 0
     return out / "run", dict(SPY)
 
@@ -75,6 +76,9 @@ def test_training_flags_reach_their_destination(trained):
     assert fit["patch_logger"].limit == 1
     cfg = build["config"]
     assert cfg.N == 32 and cfg.gridsize == 2 and cfg.amp_activation == "softplus"
+    assert cfg.decoder == "unet" and cfg.filter_scale == 0.5
+    model = fit["model"]
+    assert model.decoder == "unet" and model.mid_conv0.kernel.shape == (3, 3, 128, 256)
     assert build["intensity_scale"] == pytest.approx(intensity_scale(4e6, 32))   # --nphotons
     manifest = json.loads((out / "model/manifest.json").read_text())
     mc = manifest["config"]
