@@ -14,7 +14,11 @@ Poisson NLL of the predicted counts ``(s * |far_field(P * O)|)^2`` with a traine
 ``s``; ``--mode supervised`` the probe-masked mean absolute complex error against the true
 patches. The input is each pattern's amplitude scaled by the training set's rms pattern norm.
 
-It is a measurement, not a backend option: neither backend builds this network.
+With skips and width 16 it is the gridsize-1 network of the backends' ``--decoder unet`` at
+``--filter_scale 0.25`` (``ptycho.architecture``; its two-plane head is their ``amp_out`` and
+``phase_out`` in one convolution).
+This loop leaves out everything else of a training CLI (validation, checkpoints, grouping), so
+that it measures the network alone.
 
     python -m benchmarks.decoder_variants TRAIN.npz TEST.npz [--mode pinn] [--seconds 300]
         [--width 16] [--no-skips] [--json OUT.json]

@@ -73,7 +73,7 @@ METHOD = [
 WHY_MISSED = [
     "### Why targets are missed, and what was tried", "",
     "- **Quality.** Each network trains for a few CPU minutes (the epochs and patterns above, "
-    "the quarter-width network of the demo). In that budget the phase is learned but the "
+    "the quarter-width reference network). In that budget the phase is learned but the "
     "amplitude of the dense `lines` objects is not, on the training region either, so this "
     "is a fitting limit, not a generalisation limit. Measured in `docs/quality.md`: network "
     "width (full width is no better per epoch and about 10x slower), gridsize 2 (fewer steps "

@@ -178,9 +178,9 @@ def _run(args: argparse.Namespace, log=print) -> tuple[dict, bool]:
         f"{', '.join(str(s) for s in sizes.scaling_sizes)} on "
         f"{', '.join(args.scaling_backends)}; Pty-chi runs all three algorithms on the "
         f"{'/'.join(args.ptychi_all_doses or ['lo'])}-dose scans and rPIE only (the "
-        "time-to-image reference) on the others. The networks are the CPU setting of the "
-        f"demo (filter_scale {sc.FILTER_SCALE:g}, {sc.INTERPOLATION} interpolation, softplus "
-        "amplitude, probe-weighted stitching); their quality after so few epochs is below "
+        "time-to-image reference) on the others. The networks are the reference network at "
+        f"the demo's CPU width (filter_scale {sc.FILTER_SCALE:g}, {sc.INTERPOLATION} "
+        "interpolation, softplus amplitude, probe-weighted stitching; reference decoder); their quality after so few epochs is below "
         "what longer training reaches, and the speed figures are per epoch / per pattern."]
     results: dict = {"meta": {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -25,7 +25,7 @@ DOSES = {"hi": 1e9, "lo": 1e4}
 OBJECTS = {"lines": "region", "grf": "objects"}
 SEED = 20240601
 FILTER_SCALE = 0.25
-"""Network width of the benchmarked models (``model.filter_scale``): the CPU setting of the demo."""
+"""Network width of the benchmarked models (``model.filter_scale``): the CPU width of the demo."""
 INTERPOLATION = "fourier"
 
 

@@ -9,10 +9,10 @@ what the documentation describes. Output layout under ``--output-dir``::
                                                       metrics.json, timing.json, patch statistics,
                                                       refinement.json/.png (the fit; network-only
                                                       metrics too)
+    evaluation/                                       metrics.json/csv, comparison and FRC PNGs
 
 The network's stitched object is refined by ``--refine-steps`` physics steps against the test
 patterns (``ptycho.refine``); the demo prints the metrics of both.
-    evaluation/                                       metrics.json/csv, comparison and FRC PNGs
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ptycho.architecture import DECODERS
 from ptycho.cli_common import BooleanFlag
 
 BACKENDS = ("pytorch", "tensorflow")
@@ -35,6 +36,7 @@ EPOCHS = 30
 FILTER_SCALE = 0.25
 PROBE_BIG = True
 INTERPOLATION = "fourier"
+DECODER = "unet"
 REFINE_STEPS = 100
 
 
@@ -75,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
                    default=FILTER_SCALE,
                    help="multiplier of the network's filter counts (1 = the reference network; "
                         "smaller trains faster on a CPU)")
+    p.add_argument("--decoder", choices=DECODERS, default=DECODER,
+                   help="network decoder: reference (DESIGN section 5) or unet (full resolution "
+                        "with skip connections)")
     p.add_argument("--gridsize", type=_COUNT, default=1,
                    help="patterns per group side (1: single patterns; 2: groups of 4 coupled by "
                         "the overlap constraint)")
@@ -155,7 +160,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--learning_rate", f"{args.learning_rate:g}", "--batch_size", str(args.batch_size),
         "--probe_big" if args.probe_big else "--no-probe_big",
         "--interpolation", args.interpolation, "--filter_scale", f"{args.filter_scale:g}",
-        "--log-patch-stats", "--patch-stats-limit", "2"])
+        "--decoder", args.decoder, "--log-patch-stats", "--patch-stats-limit", "2"])
     timings["inference"] = _step(f"infer and stitch ({args.backend})", infer_mod.main, [
         "python", "-m", f"{pkg}.inference", "--model_path", str(train_dir / "model"),
         "--test_data", str(data_dir / "test.npz"), "--output_dir", str(infer_dir),
@@ -170,7 +175,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("\n=== results ===")
     print(f"backend: {args.backend}; held-out test region, {args.n_patterns} patterns, "
           f"{args.nphotons:g} photons/pattern, {args.epochs} epochs, gridsize {args.gridsize}, "
-          f"filter scale {args.filter_scale:g}, learning rate {args.learning_rate:g}, "
+          f"filter scale {args.filter_scale:g}, {args.decoder} decoder, learning rate {args.learning_rate:g}, "
           f"batch {args.batch_size}")
     refinement = infer_dir / "refinement.json"
     if args.refine_steps > 0:

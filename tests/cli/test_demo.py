@@ -28,6 +28,8 @@ def test_demo_writes_every_output(tmp_path, capsys):
     assert np.isfinite(metrics["amp_ssim"]) and np.isfinite(metrics["phase_ssim"])
     manifest = json.loads((out / "train" / "model" / "manifest.json").read_text())
     assert manifest["config"]["model"]["filter_scale"] == demo.FILTER_SCALE
+    assert manifest["config"]["model"]["decoder"] == demo.DECODER == "unet"
+    assert "unet decoder" in printed
 
 
 @pytest.mark.parametrize("flag, value", [("--gridsize", "0"), ("--epochs", "0"),
