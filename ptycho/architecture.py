@@ -1,4 +1,4 @@
-"""Layers and filter counts of the PtychoPINN network, shared by both backends and the weight converter.
+"""Layers and filter counts of the PtychoPINN network, shared by both backends and the converter.
 
 For a patch side ``N`` (a power of two >= 16) the encoder has ``log2(N) - 3`` stages whose
 filters double from stage to stage and end at 256 (N=64: 64, 128, 256); the decoders mirror

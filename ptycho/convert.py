@@ -107,7 +107,8 @@ def check_canonical(weights: Mapping[str, Any], model_config,
     if missing or extra:
         raise ValueError(
             f"{where}: weight names do not match the network for N={m.N}, gridsize={m.gridsize}, "
-            f"probe_big={m.probe_big}, decoder={getattr(m, 'decoder', 'reference')!r}: missing {missing[:6]}{'...' if len(missing) > 6 else ''}, "
+            f"probe_big={m.probe_big}, decoder={getattr(m, 'decoder', 'reference')!r}: "
+            f"missing {missing[:6]}{'...' if len(missing) > 6 else ''}, "
             f"unexpected {extra[:6]}{'...' if len(extra) > 6 else ''}")
     out: dict[str, np.ndarray] = {}
     for name, shape in expected.items():

@@ -175,8 +175,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("\n=== results ===")
     print(f"backend: {args.backend}; held-out test region, {args.n_patterns} patterns, "
           f"{args.nphotons:g} photons/pattern, {args.epochs} epochs, gridsize {args.gridsize}, "
-          f"filter scale {args.filter_scale:g}, {args.decoder} decoder, learning rate {args.learning_rate:g}, "
-          f"batch {args.batch_size}")
+          f"filter scale {args.filter_scale:g}, {args.decoder} decoder, "
+          f"learning rate {args.learning_rate:g}, batch {args.batch_size}")
     refinement = infer_dir / "refinement.json"
     if args.refine_steps > 0:
         info = json.loads(refinement.read_text())

@@ -6,15 +6,15 @@ two models with different settings in one process are independent.
 
 Architecture (``docs/api_contract.md``, "Network"; identical to ``ptycho_torch.model`` layer for
 layer so that weights convert one-to-one; the layers come from
-``ptycho.architecture.conv_layers``). ``decoder="reference"``: an encoder of ``n_stages = log2(N) - 3`` stages
-[conv3×3 → ReLU → conv3×3 → ReLU → maxpool 2] and two decoders (``amp``, ``phase``) of
-``n_stages - 1`` stages [conv → ReLU → conv → ReLU → nearest upsample 2], each ending in a 3×3
-conv to ``C`` channels predicting the central ``N/2×N/2`` of each patch. With ``probe_big`` a
-border branch (one more nearest upsample, then ``{d}_big_out``) fills the rest of the patch. The
-activation (amplitude: sigmoid | softplus | swish; phase: ``π·tanh``) is applied to both the
-central and the border output. Layer names are the contract names (``enc0_conv0``,
-``amp_dec0_conv1``, ``phase_out``, ``amp_big_out``, ...). ``decoder="unet"``: the same encoder,
-a bottleneck stage ``mid``, one decoder up to full resolution whose stages ``dec{j}`` take the
+``ptycho.architecture.conv_layers``). ``decoder="reference"``: an encoder of
+``n_stages = log2(N) - 3`` stages [conv3×3 → ReLU → conv3×3 → ReLU → maxpool 2] and two decoders
+(``amp``, ``phase``) of ``n_stages - 1`` stages [conv → ReLU → conv → ReLU → nearest upsample 2],
+each ending in a 3×3 conv to ``C`` channels predicting the central ``N/2×N/2`` of each patch. With
+``probe_big`` a border branch (one more nearest upsample, then ``{d}_big_out``) fills the rest of
+the patch. The activation (amplitude: sigmoid | softplus | swish; phase: ``π·tanh``) is applied to
+both the central and the border output. Layer names are the contract names (``enc0_conv0``,
+``amp_dec0_conv1``, ``phase_out``, ``amp_big_out``, ...). ``decoder="unet"``: the same encoder, a
+bottleneck stage ``mid``, one decoder up to full resolution whose stages ``dec{j}`` take the
 upsampled features concatenated with the encoder features of the same size, and the heads
 ``amp_out`` / ``phase_out`` on the ``N×N`` features. Extra weights: ``log_intensity_scale``
 (scalar) and ``probe`` (``(N, N, 2)``: real and imaginary parts), trainable as configured.

@@ -1,14 +1,14 @@
 """The PtychoPINN network and its differentiable physics, as one ``torch.nn.Module``.
 
 Architecture (identical to the TensorFlow backend, layer for layer, so weights convert one-to-one;
-see "Network" in ``docs/api_contract.md``; the layers come from ``ptycho.architecture.conv_layers``).
-``decoder="reference"``: an encoder of ``n_stages = log2(N) - 3`` stages
-[conv3x3 → ReLU → conv3x3 → ReLU → maxpool 2] and two decoders (amplitude, phase) of
-``n_stages - 1`` stages [conv → ReLU → conv → ReLU → nearest upsample 2], each ending in a 3x3
-conv to C channels that predicts the central N/2 x N/2 of every patch. With ``probe_big`` a border
-branch (one more upsample, then a conv) fills the rest of the N x N patch. ``decoder="unet"``:
-the same encoder, a bottleneck stage ``mid``, one decoder up to full resolution with skip
-connections (``dec{j}``) and the heads ``amp_out`` / ``phase_out`` on the N x N features.
+see "Network" in ``docs/api_contract.md``; the layers come from
+``ptycho.architecture.conv_layers``). ``decoder="reference"``: an encoder of
+``n_stages = log2(N) - 3`` stages [conv3x3 → ReLU → conv3x3 → ReLU → maxpool 2] and two decoders
+(amplitude, phase) of ``n_stages - 1`` stages [conv → ReLU → conv → ReLU → nearest upsample 2],
+each ending in a 3x3 conv to C channels that predicts the central N/2 x N/2 of every patch. With
+``probe_big`` a border branch (one more upsample, then a conv) fills the rest of the N x N patch.
+``decoder="unet"``: the same encoder, a bottleneck stage ``mid``, one decoder up to full resolution
+with skip connections (``dec{j}``) and the heads ``amp_out`` / ``phase_out`` on the N x N features.
 
 Module attribute names equal the TensorFlow layer names (``enc0_conv0``, ``amp_dec0_conv0``,
 ``amp_out``, ``amp_big_out``, ...), so ``state_dict`` keys are ``<layer>.weight`` / ``<layer>.bias``.

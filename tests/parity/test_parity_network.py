@@ -1,12 +1,12 @@
 """The whole network on both backends with the same (converted) weights, N=64.
 
-The same canonical weights (seeded Glorot kernels, seeded non-zero biases) are imported into
-a Keras and a torch ``PtychoPINN``; the same X and offsets then give the same network outputs,
-object patches and predicted diffraction (max abs diff <= 1e-4), counts and Poisson loss (1e-5
-relative), in inference and in training mode, for gridsize 1 and 2 with ``probe_big`` on and
-off, for the reference and the U-Net decoder (the latter at a quarter of the filters). The loss gradients with respect to every weight agree too (float64: 1e-9 relative per
-tensor; float32: each backend within 5e-3 of the float64 values), so a training step moves both
-models alike.
+The same canonical weights (seeded Glorot kernels, seeded non-zero biases) are imported into a
+Keras and a torch ``PtychoPINN``; the same X and offsets then give the same network outputs, object
+patches and predicted diffraction (max abs diff <= 1e-4), counts and Poisson loss (1e-5 relative),
+in inference and in training mode, for gridsize 1 and 2 with ``probe_big`` on and off, for the
+reference and the U-Net decoder (the latter at a quarter of the filters). The loss gradients with
+respect to every weight agree too (float64: 1e-9 relative per tensor; float32: each backend within
+5e-3 of the float64 values), so a training step moves both models alike.
 """
 
 from __future__ import annotations
