@@ -19,7 +19,7 @@ Two decoders share that encoder (``model.decoder``):
   (upsampled first, skip second) -> conv -> ReLU -> conv -> ReLU] with the filters of that
   encoder stage, and two 3x3 heads ``amp_out`` and ``phase_out`` on the N x N features. Without
   ``probe_big`` the heads' output is kept only in the central block. Fine object detail reaches
-  the output through the skips instead of through an N/4 bottleneck and one convolution.
+  the output through the skips, not only through features of N/4 and coarser.
 """
 
 from __future__ import annotations

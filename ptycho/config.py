@@ -42,6 +42,7 @@ __all__ = [
     "valid_keys",
     "coerce_field",
     "read_config_file",
+    "model_config_differences",
 ]
 
 VALID_N = (32, 64, 128, 256)
@@ -600,6 +601,21 @@ def save_config(config: PtychoConfig, path: str | os.PathLike) -> Path:
     else:
         raise ConfigError(f"{path}: unsupported config file type {suffix!r}; use .json, .yaml or .yml")
     return atomic_write_text(path, text)
+
+
+def model_config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str:
+    """``"model.k: checkpoint a, now b, ..."`` for every model setting that differs between a
+    checkpoint's ``config.model`` dict and the run's ('' when none does). A setting missing on
+    one side counts as its ``ModelConfig`` default, so a checkpoint written before a setting
+    existed still matches a run that leaves it at its default."""
+    defaults = dataclasses.asdict(ModelConfig())
+
+    def value(d: Mapping[str, Any], k: str) -> Any:
+        return d[k] if k in d else defaults.get(k)
+
+    differ = sorted(k for k in set(saved) | set(current) if value(saved, k) != value(current, k))
+    return ", ".join(f"model.{k}: checkpoint {value(saved, k)!r}, now {value(current, k)!r}"
+                     for k in differ)
 
 
 def with_overrides(config: PtychoConfig, overrides: Mapping[str, Any]) -> PtychoConfig:

@@ -134,11 +134,9 @@ def load_checkpoint(path) -> TrainingState:
 
 def check_same_model(state: TrainingState, model_config: Mapping[str, Any], path) -> None:
     """``ValueError`` naming the differing keys when the checkpoint's network differs."""
-    model_config = _plain(model_config)
-    differ = sorted(k for k in set(state.model_config) | set(model_config)
-                    if state.model_config.get(k) != model_config.get(k))
-    if differ:
-        detail = ", ".join(f"model.{k}: checkpoint {state.model_config.get(k)!r}, now "
-                           f"{model_config.get(k)!r}" for k in differ)
+    from ptycho.config import model_config_differences
+
+    detail = model_config_differences(state.model_config, _plain(model_config))
+    if detail:
         raise ValueError(f"{path}: the checkpoint was written for a different network ({detail});"
                          " resume with the same settings or start without --resume")

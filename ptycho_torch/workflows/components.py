@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from ptycho.bundle import BUNDLE_DIRNAME
-from ptycho.config import to_dict
+from ptycho.config import model_config_differences, to_dict
 from ptycho.history_files import training_summary, write_history
 from ptycho.data.contract import PtychoData
 from ptycho.payload import TrainingPayload, build_training_payload
@@ -188,11 +188,8 @@ def check_resume_config(ckpt: dict, model_config: dict, path: Path) -> None:
     saved = ((ckpt.get("hyper_parameters") or {}).get("config") or {}).get("model")
     if not isinstance(saved, dict):
         return
-    differ = sorted(k for k in set(saved) | set(model_config)
-                    if saved.get(k) != model_config.get(k))
-    if differ:
-        detail = ", ".join(f"model.{k}: checkpoint {saved.get(k)!r}, now {model_config.get(k)!r}"
-                           for k in differ)
+    detail = model_config_differences(saved, model_config)
+    if detail:
         raise ValueError(f"{path}: the checkpoint was written for a different network ({detail});"
                          " resume with the same settings or start without --resume")
 

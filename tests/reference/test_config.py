@@ -253,3 +253,17 @@ def test_atomic_helpers(tmp_path):
     import hashlib
 
     assert sha256_file(p) == hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_model_config_differences_names_settings_and_fills_missing_ones_with_defaults():
+    from ptycho.config import model_config_differences
+
+    now = to_dict(PtychoConfig())["model"]
+    assert model_config_differences(now, now) == ""
+    older = {k: v for k, v in now.items() if k != "decoder"}   # written before the setting
+    assert model_config_differences(older, now) == ""
+    unet = dict(now, decoder="unet")
+    assert model_config_differences(older, unet) == \
+        "model.decoder: checkpoint 'reference', now 'unet'"
+    assert model_config_differences(dict(now, gridsize=2), unet) == (
+        "model.decoder: checkpoint 'reference', now 'unet', model.gridsize: checkpoint 2, now 1")
