@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from ptycho.architecture import DECODERS, check_decoder, conv_layers, network_filters
@@ -61,8 +63,7 @@ def test_names_and_shapes_follow_the_decoder():
     assert s_unet["amp_out/kernel"] == (3, 3, 16, 4)
     assert conv_layer_names(64, True, "unet") == [k[:-len("/kernel")] for k in s_unet
                                                   if k.endswith("/kernel")]
-    n_unet = sum(int(a * b * c * d) for k, (a, b, c, d) in
-                 ((k, v) for k, v in s_unet.items() if k.endswith("/kernel")))
+    n_unet = sum(math.prod(v) for k, v in s_unet.items() if k.endswith("/kernel"))
     assert 4.0e5 < n_unet < 5.0e5
 
 
