@@ -1,6 +1,7 @@
 """Convolution FLOP counts of the network and the machine's measured convolution FLOP rate.
 
-FLOP count: from the layer shapes of the contract network (``docs/api_contract.md``, "Network"):
+FLOP count: from the layer shapes of the contract network (``docs/api_contract.md``, "Network";
+either decoder):
 all convolutions 3x3, stride 1, "same" padding, ``2 * H * W * 9 * C_in * C_out`` floating-point
 operations each (one multiply and one add per weight and output pixel; bias, activations,
 pooling, upsampling and the FFT physics are not counted -- they are a few percent). A training
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import time
 
+from ptycho.architecture import conv_layers as architecture_layers
 from ptycho.architecture import network_filters
 
 __all__ = ["conv_layers", "forward_flops_per_group", "flops_per_pattern", "TRAIN_FACTOR",
@@ -29,41 +31,47 @@ MICRO_SHAPES = ((64, 64, 64), (32, 128, 128), (16, 256, 256))
 """(spatial side, C_in, C_out) of the timed convolutions: the network's heaviest layers at N=64."""
 
 
+def _side(name: str, N: int, n_stages: int, decoder: str) -> int:
+    """Spatial side (pixels) at which the convolution ``name`` runs."""
+    kind, _, rest = name.partition("_")
+    if kind.startswith("enc"):
+        return N >> int(kind[3:])
+    if kind == "mid":
+        return N >> n_stages
+    if kind.startswith("dec"):                   # U-Net decoder stage j, up to N
+        return N >> (n_stages - 1 - int(kind[3:]))
+    if rest.startswith("dec"):                   # reference decoder stage j, from N/2**n_stages
+        return N >> (n_stages - int(rest[3:rest.index("_")]))
+    if rest == "big_out":
+        return N
+    return N if decoder == "unet" else N // 2    # the heads; reference: the central block
+
+
 def conv_layers(N: int = 64, gridsize: int = 1, probe_big: bool = True,
-                filter_scale: float = 1.0) -> list[tuple]:
-    """``[(name, H, W, C_in, C_out), ...]`` for every 3x3 convolution of the network."""
+                filter_scale: float = 1.0, decoder: str = "reference") -> list[tuple]:
+    """``[(name, H, W, C_in, C_out), ...]`` for every 3x3 convolution of the network
+    (``ptycho.architecture.conv_layers`` with the side each one runs at)."""
     if gridsize < 1:
         raise ValueError(f"gridsize must be >= 1, got {gridsize}")
-    C = gridsize ** 2
-    enc, _ = network_filters(N, filter_scale)
-    layers = []
-    side, prev = N, C
-    for i, f in enumerate(enc):
-        layers += [(f"enc{i}_conv0", side, side, prev, f), (f"enc{i}_conv1", side, side, f, f)]
-        prev, side = f, side // 2
-    dec = enc[:-1][::-1]
-    for d in ("amp", "phase"):
-        s, p = side, prev
-        for j, f in enumerate(dec):
-            layers += [(f"{d}_dec{j}_conv0", s, s, p, f), (f"{d}_dec{j}_conv1", s, s, f, f)]
-            p, s = f, s * 2
-        layers.append((f"{d}_out", s, s, p, C))
-        if probe_big:
-            layers.append((f"{d}_big_out", 2 * s, 2 * s, p, C))
-    return layers
+    n_stages = len(network_filters(N, filter_scale)[0])
+    return [(name, side, side, cin, cout)
+            for name, cin, cout in architecture_layers(N, gridsize ** 2, probe_big, filter_scale,
+                                                       decoder)
+            for side in (_side(name, N, n_stages, decoder),)]
 
 
 def forward_flops_per_group(N: int = 64, gridsize: int = 1, probe_big: bool = True,
-                            filter_scale: float = 1.0) -> float:
+                            filter_scale: float = 1.0, decoder: str = "reference") -> float:
     """Convolution FLOPs of one forward pass of one group (C = gridsize**2 patterns)."""
-    return float(sum(2 * h * w * 9 * cin * cout
-                     for _, h, w, cin, cout in conv_layers(N, gridsize, probe_big, filter_scale)))
+    return float(sum(2 * h * w * 9 * cin * cout for _, h, w, cin, cout
+                     in conv_layers(N, gridsize, probe_big, filter_scale, decoder)))
 
 
 def flops_per_pattern(N: int = 64, gridsize: int = 1, probe_big: bool = True,
-                      train: bool = False, filter_scale: float = 1.0) -> float:
+                      train: bool = False, filter_scale: float = 1.0,
+                      decoder: str = "reference") -> float:
     """Forward (or training-step, ``train=True``) convolution FLOPs per diffraction pattern."""
-    f = forward_flops_per_group(N, gridsize, probe_big, filter_scale) / gridsize ** 2
+    f = forward_flops_per_group(N, gridsize, probe_big, filter_scale, decoder) / gridsize ** 2
     return f * TRAIN_FACTOR if train else f
 
 

@@ -226,3 +226,17 @@ def test_run_command_peak_is_the_childs_not_the_parents(tmp_path):
     code = "import time; time.sleep(0.5)"
     r = run_command([sys.executable, "-c", code], tmp_path / "small.log")
     assert r.peak_rss_mb < 300                      # a bare interpreter, not the parent's peak
+
+
+def test_unet_layers_run_at_their_stage_sides():
+    layers = {n: (h, cin, cout) for n, h, w, cin, cout in
+              flops.conv_layers(64, 1, True, filter_scale=0.25, decoder="unet")}
+    assert layers["enc0_conv0"] == (64, 1, 16) and layers["enc2_conv1"] == (16, 64, 64)
+    assert layers["mid_conv0"] == (8, 64, 128)
+    assert layers["dec0_conv0"] == (16, 128 + 64, 64) and layers["dec2_conv0"] == (64, 32 + 16, 16)
+    assert layers["amp_out"] == layers["phase_out"] == (64, 16, 1)
+    ref = flops.forward_flops_per_group(64, 1, True, 0.25)
+    unet = flops.forward_flops_per_group(64, 1, True, 0.25, "unet")
+    assert unet == pytest.approx(sum(2 * h * h * 9 * cin * cout
+                                     for h, cin, cout in layers.values()))
+    assert unet > 2 * ref
