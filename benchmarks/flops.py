@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import time
 
+from ptycho.architecture import conv_layer_sides
 from ptycho.architecture import conv_layers as architecture_layers
-from ptycho.architecture import network_filters
 
 __all__ = ["conv_layers", "forward_flops_per_group", "flops_per_pattern", "TRAIN_FACTOR",
            "conv_microbenchmark_torch", "conv_microbenchmark_tf", "MICRO_SHAPES"]
@@ -31,33 +31,16 @@ MICRO_SHAPES = ((64, 64, 64), (32, 128, 128), (16, 256, 256))
 """(spatial side, C_in, C_out) of the timed convolutions: the network's heaviest layers at N=64."""
 
 
-def _side(name: str, N: int, n_stages: int, decoder: str) -> int:
-    """Spatial side (pixels) at which the convolution ``name`` runs."""
-    kind, _, rest = name.partition("_")
-    if kind.startswith("enc"):
-        return N >> int(kind[3:])
-    if kind == "mid":
-        return N >> n_stages
-    if kind.startswith("dec"):                   # U-Net decoder stage j, up to N
-        return N >> (n_stages - 1 - int(kind[3:]))
-    if rest.startswith("dec"):                   # reference decoder stage j, from N/2**n_stages
-        return N >> (n_stages - int(rest[3:rest.index("_")]))
-    if rest == "big_out":
-        return N
-    return N if decoder == "unet" else N // 2    # the heads; reference: the central block
-
-
 def conv_layers(N: int = 64, gridsize: int = 1, probe_big: bool = True,
                 filter_scale: float = 1.0, decoder: str = "reference") -> list[tuple]:
     """``[(name, H, W, C_in, C_out), ...]`` for every 3x3 convolution of the network
     (``ptycho.architecture.conv_layers`` with the side each one runs at)."""
     if gridsize < 1:
         raise ValueError(f"gridsize must be >= 1, got {gridsize}")
-    n_stages = len(network_filters(N, filter_scale)[0])
-    return [(name, side, side, cin, cout)
+    sides = conv_layer_sides(N, probe_big, filter_scale, decoder)
+    return [(name, sides[name], sides[name], cin, cout)
             for name, cin, cout in architecture_layers(N, gridsize ** 2, probe_big, filter_scale,
-                                                       decoder)
-            for side in (_side(name, N, n_stages, decoder),)]
+                                                       decoder)]
 
 
 def forward_flops_per_group(N: int = 64, gridsize: int = 1, probe_big: bool = True,

@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 __all__ = ["network_filters", "check_filter_scale", "FILTER_SCALE_RANGE", "DECODERS",
-           "check_decoder", "conv_layers"]
+           "check_decoder", "conv_layers", "conv_layer_sides"]
 
 FILTER_SCALE_RANGE = (1.0 / 64.0, 4.0)
 DECODERS = ("reference", "unet")
@@ -61,6 +61,39 @@ def check_decoder(decoder) -> str:
     return decoder
 
 
+def _layer_specs(N: int, channels: int, probe_big: bool, filter_scale: float,
+                 decoder: str) -> list[tuple[str, int, int, int]]:
+    """``(name, in, out, side)`` of every convolution; ``side`` is the pixel side it runs at."""
+    enc, dec = network_filters(N, filter_scale)
+    check_decoder(decoder)
+    C, n = int(channels), len(enc)
+    layers: list[tuple[str, int, int, int]] = []
+    cin = C
+    for i, f in enumerate(enc):
+        layers += [(f"enc{i}_conv0", cin, f, N >> i), (f"enc{i}_conv1", f, f, N >> i)]
+        cin = f
+    if decoder == "unet":
+        mid = 2 * enc[-1]
+        layers += [("mid_conv0", enc[-1], mid, N >> n), ("mid_conv1", mid, mid, N >> n)]
+        prev = mid
+        for j, skip in enumerate(enc[::-1]):
+            side = N >> (n - 1 - j)
+            layers += [(f"dec{j}_conv0", prev + skip, skip, side),
+                       (f"dec{j}_conv1", skip, skip, side)]
+            prev = skip
+        return layers + [("amp_out", prev, C, N), ("phase_out", prev, C, N)]
+    for d in ("amp", "phase"):
+        prev = enc[-1]
+        for j, f in enumerate(dec):
+            side = N >> (n - j)
+            layers += [(f"{d}_dec{j}_conv0", prev, f, side), (f"{d}_dec{j}_conv1", f, f, side)]
+            prev = f
+        layers.append((f"{d}_out", prev, C, N // 2))
+        if probe_big:
+            layers.append((f"{d}_big_out", prev, C, N))
+    return layers
+
+
 def conv_layers(N: int, channels: int, probe_big: bool, filter_scale: float = 1.0,
                 decoder: str = "reference") -> list[tuple[str, int, int]]:
     """``(name, in, out)`` of every 3x3 convolution of the network, in the contract's order.
@@ -68,28 +101,13 @@ def conv_layers(N: int, channels: int, probe_big: bool, filter_scale: float = 1.
     ``channels`` is C = gridsize**2 (input planes and output planes of each head). Both
     backends build their layers from this list and the weight converter checks against it.
     """
-    enc, dec = network_filters(N, filter_scale)
-    check_decoder(decoder)
-    C = int(channels)
-    layers: list[tuple[str, int, int]] = []
-    cin = C
-    for i, f in enumerate(enc):
-        layers += [(f"enc{i}_conv0", cin, f), (f"enc{i}_conv1", f, f)]
-        cin = f
-    if decoder == "unet":
-        mid = 2 * enc[-1]
-        layers += [("mid_conv0", enc[-1], mid), ("mid_conv1", mid, mid)]
-        prev = mid
-        for j, skip in enumerate(enc[::-1]):
-            layers += [(f"dec{j}_conv0", prev + skip, skip), (f"dec{j}_conv1", skip, skip)]
-            prev = skip
-        return layers + [("amp_out", prev, C), ("phase_out", prev, C)]
-    for d in ("amp", "phase"):
-        prev = enc[-1]
-        for j, f in enumerate(dec):
-            layers += [(f"{d}_dec{j}_conv0", prev, f), (f"{d}_dec{j}_conv1", f, f)]
-            prev = f
-        layers.append((f"{d}_out", prev, C))
-        if probe_big:
-            layers.append((f"{d}_big_out", prev, C))
-    return layers
+    return [(name, cin, cout) for name, cin, cout, _ in
+            _layer_specs(N, channels, probe_big, filter_scale, decoder)]
+
+
+def conv_layer_sides(N: int, probe_big: bool, filter_scale: float = 1.0,
+                     decoder: str = "reference") -> dict[str, int]:
+    """``{name: side}``: the spatial side in pixels at which each convolution runs (the
+    reference heads at N/2, the central block; the U-Net heads and ``*_big_out`` at N)."""
+    return {name: side for name, _, _, side in
+            _layer_specs(N, 1, probe_big, filter_scale, decoder)}

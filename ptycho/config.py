@@ -43,6 +43,7 @@ __all__ = [
     "coerce_field",
     "read_config_file",
     "model_config_differences",
+    "check_same_model_config",
 ]
 
 VALID_N = (32, 64, 128, 256)
@@ -616,6 +617,16 @@ def model_config_differences(saved: Mapping[str, Any], current: Mapping[str, Any
     differ = sorted(k for k in set(saved) | set(current) if value(saved, k) != value(current, k))
     return ", ".join(f"model.{k}: checkpoint {value(saved, k)!r}, now {value(current, k)!r}"
                      for k in differ)
+
+
+def check_same_model_config(saved: Mapping[str, Any], current: Mapping[str, Any], path) -> None:
+    """``ValueError`` naming the checkpoint ``path`` and every differing model setting when a
+    checkpoint (``saved``: its ``config.model`` dict) was written for another network than the
+    run's (``current``); used by the ``--resume`` of both backends."""
+    detail = model_config_differences(saved, current)
+    if detail:
+        raise ValueError(f"{path}: the checkpoint was written for a different network ({detail});"
+                         " resume with the same settings or start without --resume")
 
 
 def with_overrides(config: PtychoConfig, overrides: Mapping[str, Any]) -> PtychoConfig:

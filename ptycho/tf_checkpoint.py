@@ -134,9 +134,6 @@ def load_checkpoint(path) -> TrainingState:
 
 def check_same_model(state: TrainingState, model_config: Mapping[str, Any], path) -> None:
     """``ValueError`` naming the differing keys when the checkpoint's network differs."""
-    from ptycho.config import model_config_differences
+    from ptycho.config import check_same_model_config
 
-    detail = model_config_differences(state.model_config, _plain(model_config))
-    if detail:
-        raise ValueError(f"{path}: the checkpoint was written for a different network ({detail});"
-                         " resume with the same settings or start without --resume")
+    check_same_model_config(state.model_config, _plain(model_config), path)

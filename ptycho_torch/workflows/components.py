@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from ptycho.bundle import BUNDLE_DIRNAME
-from ptycho.config import model_config_differences, to_dict
+from ptycho.config import check_same_model_config, to_dict
 from ptycho.history_files import training_summary, write_history
 from ptycho.data.contract import PtychoData
 from ptycho.payload import TrainingPayload, build_training_payload
@@ -188,10 +188,7 @@ def check_resume_config(ckpt: dict, model_config: dict, path: Path) -> None:
     saved = ((ckpt.get("hyper_parameters") or {}).get("config") or {}).get("model")
     if not isinstance(saved, dict):
         return
-    detail = model_config_differences(saved, model_config)
-    if detail:
-        raise ValueError(f"{path}: the checkpoint was written for a different network ({detail});"
-                         " resume with the same settings or start without --resume")
+    check_same_model_config(saved, model_config, path)
 
 
 def check_resume_state_dict(ckpt: dict, expected: dict, path: Path) -> None:
