@@ -179,6 +179,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
          "Network decoder (name): reference (DESIGN section 5: decodes at N/8..N/2, one conv to "
          "the patch) or unet (full resolution with skip connections from the encoder).",
          kind=_lower, choices=DECODERS)
+    _add(g, ["per_pattern"], "per_pattern", "model",
+         "Run the network on each pattern of a group alone, with weights shared by the members, "
+         "so that only the overlap constraint couples them (boolean; gridsize > 1).", kind=bool)
     _add(g, ["group_pad"], "group_pad", "model",
          "Per-group canvas padding for the overlap constraint (pixels).", kind=int,
          default_note="N//2")

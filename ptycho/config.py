@@ -179,7 +179,10 @@ class ModelConfig:
     by the overlap constraint (None means ``N // 2``). ``filter_scale`` multiplies the network's
     filter counts (``ptycho.architecture``; 1 is the reference network). ``decoder`` picks the
     decoder: ``"reference"`` (DESIGN §5) or ``"unet"`` (full resolution with skip connections;
-    ``ptycho.architecture``).
+    ``ptycho.architecture``). ``per_pattern`` runs the network on each pattern of a group alone
+    (one input and one output plane, the same weights for every member), so that only the
+    overlap constraint couples the members; without it the ``C`` patterns of a group are the
+    ``C`` input planes of one network with ``C`` output planes per head.
     """
 
     N: int = 64
@@ -194,6 +197,7 @@ class ModelConfig:
     group_pad: Optional[int] = None
     filter_scale: float = 1.0
     decoder: str = "reference"
+    per_pattern: bool = False
 
     def __post_init__(self) -> None:
         s = "model"
@@ -221,6 +225,12 @@ class ModelConfig:
     def channels(self) -> int:
         """Patterns per group, ``C = gridsize**2``."""
         return self.gridsize ** 2
+
+    @property
+    def network_channels(self) -> int:
+        """Input planes of the network and output planes of each head: 1 with ``per_pattern``,
+        else ``C``."""
+        return 1 if self.per_pattern else self.channels
 
 
 @dataclass(frozen=True)

@@ -76,9 +76,11 @@ def conv_layer_names(N: int, probe_big: bool, decoder: str = "reference") -> lis
 
 def canonical_shapes(model_config) -> dict[str, tuple[int, ...]]:
     """``{canonical name: shape}`` of every weight of the model described by ``model_config``
-    (a ``ptycho.config.ModelConfig``: N, gridsize, probe_big, filter_scale, decoder), in the
-    contract's order."""
-    N, C = int(model_config.N), int(model_config.gridsize) ** 2
+    (a ``ptycho.config.ModelConfig``: N, gridsize, probe_big, filter_scale, decoder,
+    per_pattern), in the contract's order. The network has ``C = gridsize**2`` input and head
+    output planes, or one with ``per_pattern``."""
+    N = int(model_config.N)
+    C = 1 if getattr(model_config, "per_pattern", False) else int(model_config.gridsize) ** 2
     shapes: dict[str, tuple[int, ...]] = {}
     for name, cin, cout in conv_layers(N, C, bool(model_config.probe_big),
                                        getattr(model_config, "filter_scale", 1.0),
@@ -107,7 +109,8 @@ def check_canonical(weights: Mapping[str, Any], model_config,
     if missing or extra:
         raise ValueError(
             f"{where}: weight names do not match the network for N={m.N}, gridsize={m.gridsize}, "
-            f"probe_big={m.probe_big}, decoder={getattr(m, 'decoder', 'reference')!r}: "
+            f"probe_big={m.probe_big}, decoder={getattr(m, 'decoder', 'reference')!r}, "
+            f"per_pattern={getattr(m, 'per_pattern', False)}: "
             f"missing {missing[:6]}{'...' if len(missing) > 6 else ''}, "
             f"unexpected {extra[:6]}{'...' if len(extra) > 6 else ''}")
     out: dict[str, np.ndarray] = {}

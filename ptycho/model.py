@@ -78,7 +78,7 @@ class PtychoPINN(keras.Model):
                  mode: str, interpolation: str, group_pad: int | None, probe: np.ndarray,
                  intensity_scale: float, normalization_factor: float, precision: str = "32",
                  filter_scale: float = 1.0, decoder: str = "reference",
-                 name: str = "ptycho_pinn") -> None:
+                 per_pattern: bool = False, name: str = "ptycho_pinn") -> None:
         super().__init__(name=name)
         from ptycho.probe import normalize_probe, probe_mask as support_mask
 
@@ -118,7 +118,9 @@ class PtychoPINN(keras.Model):
 
         policy = PRECISIONS[precision]
         self.decoder = check_decoder(decoder)
-        for name, _, cout in conv_layers(self.N, self.C, self.probe_big, filter_scale,
+        self.per_pattern = bool(per_pattern)
+        planes = 1 if self.per_pattern else self.C
+        for name, _, cout in conv_layers(self.N, planes, self.probe_big, filter_scale,
                                          self.decoder):
             setattr(self, name, keras.layers.Conv2D(
                 cout, 3, strides=1, padding="same", use_bias=True, name=name, dtype=policy,
@@ -216,12 +218,27 @@ class PtychoPINN(keras.Model):
             amp, phase = amp * central, phase * central
         return amp, phase
 
-    def network(self, X):
-        """Amplitude and phase ``(B, N, N, C)`` from ``X`` ``(B, N, N, C)``."""
+    def _network(self, X):
         h, skips = self._encode(X)
         if self.decoder == "unet":
             return self._decode_unet(h, skips)
         return self._decode("amp", h), self._decode("phase", h)
+
+    def network(self, X):
+        """Amplitude and phase ``(B, N, N, C)`` from ``X`` ``(B, N, N, C)``.
+
+        With ``per_pattern`` every pattern is one ``(N, N, 1)`` sample of the same network.
+        """
+        if not self.per_pattern:
+            return self._network(X)
+        B = tf.shape(X)[0]
+        # (B, N, N, C) -> (B·C, N, N, 1) with the members of a group consecutive.
+        planes = tf.reshape(tf.transpose(X, (0, 3, 1, 2)), (-1, self.N, self.N, 1))
+        outputs = []
+        for t in self._network(planes):
+            t = tf.reshape(t, tf.stack([B, self.C, self.N, self.N]))
+            outputs.append(tf.transpose(t, (0, 2, 3, 1)))
+        return tuple(outputs)
 
     # ------------------------------------------------------------------ forward
     def _split_inputs(self, inputs):
@@ -283,6 +300,7 @@ class PtychoPINN(keras.Model):
                 "mode": self.mode, "interpolation": self.interpolation,
                 "group_pad": self.group_pad, "precision": self.precision,
                 "filter_scale": self.filter_scale, "decoder": self.decoder,
+                "per_pattern": self.per_pattern,
                 "normalization_factor": self.normalization_factor}
 
 
@@ -292,7 +310,7 @@ def build_model(config, probe, intensity_scale, normalization_factor, *,
 
     config: ``ptycho.config.ModelConfig`` (N, gridsize, amp_activation, probe_big, probe_mask,
     probe_trainable, intensity_scale_trainable, mode, interpolation, group_pad, filter_scale,
-    decoder).
+    decoder, per_pattern).
     probe: ``(N, N)`` complex, normalised inside (``Σ|P|² = (N/2)²``).
     intensity_scale: initial ``s > 0`` (stored as its logarithm).
     normalization_factor: input normalisation ``f > 0`` of the training data; targets are
@@ -307,6 +325,7 @@ def build_model(config, probe, intensity_scale, normalization_factor, *,
         interpolation=config.interpolation, group_pad=config.group_pad, probe=probe,
         intensity_scale=intensity_scale, normalization_factor=normalization_factor,
         precision=precision, filter_scale=float(getattr(config, "filter_scale", 1.0)),
-        decoder=getattr(config, "decoder", "reference"), name=name)
+        decoder=getattr(config, "decoder", "reference"),
+        per_pattern=bool(getattr(config, "per_pattern", False)), name=name)
     model.build_by_calling()
     return model

@@ -30,7 +30,7 @@ def _model_config(model):
 
     return ModelConfig(N=int(model.N), gridsize=int(model.gridsize),
                        probe_big=bool(model.probe_big), filter_scale=float(model.filter_scale),
-                       decoder=model.decoder)
+                       decoder=model.decoder, per_pattern=model.per_pattern)
 
 
 def export_weights(model) -> dict[str, np.ndarray]:

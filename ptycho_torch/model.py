@@ -78,7 +78,8 @@ class PtychoPINN(nn.Module):
     ----------
     model_config : ptycho.config.ModelConfig
         N, gridsize, amp_activation, probe_big, probe_mask, probe_trainable,
-        intensity_scale_trainable, mode, interpolation, group_pad, filter_scale, decoder.
+        intensity_scale_trainable, mode, interpolation, group_pad, filter_scale, decoder,
+        per_pattern.
     probe : np.ndarray (N, N) complex
         The probe; it is normalised with ``ptycho.probe.normalize_probe`` (Σ|P|² = (N/2)²).
     intensity_scale : float
@@ -123,8 +124,10 @@ class PtychoPINN(nn.Module):
 
         self.filter_scale = float(_cfg(model_config, "filter_scale", 1.0))
         self.decoder = check_decoder(_cfg(model_config, "decoder", "reference"))
+        self.per_pattern = bool(_cfg(model_config, "per_pattern", False))
         self.n_stages = len(network_filters(N, self.filter_scale)[0])
-        for name, cin, cout in conv_layers(N, self.C, self.probe_big, self.filter_scale,
+        planes = 1 if self.per_pattern else self.C
+        for name, cin, cout in conv_layers(N, planes, self.probe_big, self.filter_scale,
                                            self.decoder):
             setattr(self, name, _conv(cin, cout))
 
@@ -226,15 +229,19 @@ class PtychoPINN(nn.Module):
     def network(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Amplitude a and phase φ, each (B, C, N, N) real, from X (B, C, N, N).
 
-        The convolutions run on channels-last tensors: the same numbers, about three times
-        faster on CPU (oneDNN) and the layout tensor cores expect on GPU.
+        With ``per_pattern`` every pattern is one (1, N, N) sample of the same network. The
+        convolutions run on channels-last tensors: the same numbers, about three times faster
+        on CPU (oneDNN) and the layout tensor cores expect on GPU.
         """
+        shape = X.shape
+        if self.per_pattern:
+            X = X.reshape(-1, 1, self.N, self.N)
         h, skips = self._encode(X.contiguous(memory_format=torch.channels_last))
         if self.decoder == "unet":
             amp, phase = self._decode_unet(h, skips)
         else:
             amp, phase = self._decode("amp", h), self._decode("phase", h)
-        return amp.contiguous(), phase.contiguous()
+        return amp.contiguous().reshape(shape), phase.contiguous().reshape(shape)
 
     # ------------------------------------------------------------------ forward
     def _check_inputs(self, X: torch.Tensor, offsets: torch.Tensor) -> None:

@@ -54,7 +54,7 @@ def _model_config(module):
 
     return ModelConfig(N=int(module.N), gridsize=int(module.gridsize),
                        probe_big=bool(module.probe_big), filter_scale=float(module.filter_scale),
-                       decoder=module.decoder)
+                       decoder=module.decoder, per_pattern=module.per_pattern)
 
 
 def export_weights(module: torch.nn.Module) -> dict[str, np.ndarray]:

@@ -27,7 +27,7 @@ TRAIN_FLAGS = {
     "--num_workers": "0", "--logger": "csv", "--seed": "7",
 }
 TRAIN_SWITCHES = ["--log-patch-stats", "--no-probe_big", "--probe_mask", "--probe_trainable",
-                  "--intensity_scale_trainable", "--deterministic"]
+                  "--intensity_scale_trainable", "--deterministic", "--per_pattern"]
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +142,7 @@ def test_model_receives_model_flags(trained):
     assert model.N == 32 and model.C == 4 and model.amp_activation == "swish"
     assert not model.probe_big and model.use_probe_mask and model.group_pad == 8
     assert model.decoder == "unet" and hasattr(model, "mid_conv0")
+    assert model.per_pattern and model.enc0_conv0.in_channels == 1 and model.amp_out.out_channels == 1
     assert model.interpolation == "bilinear"
     assert isinstance(model.log_intensity_scale, torch.nn.Parameter)
     assert isinstance(model.probe, torch.nn.Parameter)

@@ -50,8 +50,9 @@ def _check_png(path):
     assert float(img[..., :3].std()) > 0.01
 
 
-@pytest.mark.parametrize("gridsize,decoder", [(1, "reference"), (2, "reference"), (2, "unet")])
-def test_train_then_infer_gridsize(scan, tmp_path, gridsize, decoder):
+@pytest.mark.parametrize("gridsize,decoder,per_pattern", [
+    (1, "reference", False), (2, "reference", False), (2, "unet", False), (2, "unet", True)])
+def test_train_then_infer_gridsize(scan, tmp_path, gridsize, decoder, per_pattern):
     train_file, test_file = scan
     out = tmp_path / "train"
     # no test file: a seeded validation_fraction of the 16 training groups validates
@@ -60,7 +61,7 @@ def test_train_then_infer_gridsize(scan, tmp_path, gridsize, decoder):
                      "--max_epochs", "1", "--batch_size", "8", "--n_groups", "16", "--logger", "none",
                      "--num_workers", "0", "--accelerator", "cpu", "--log-patch-stats",
                      "--patch-stats-limit", str(LIMIT), "--validation_fraction", "0.2",
-                     "--decoder", decoder])
+                     "--decoder", decoder] + (["--per_pattern"] if per_pattern else []))
     assert rc == 0
     entries = _check_stats(out / "torch_patch_stats.json", ("train", "val"))
     assert all(e["gridsize"] == gridsize and e["epoch"] == 0 for e in entries)
@@ -74,6 +75,7 @@ def test_train_then_infer_gridsize(scan, tmp_path, gridsize, decoder):
     saved = json.loads((out / "training_payload.json").read_text())
     assert saved["config"]["model"]["gridsize"] == gridsize
     assert saved["config"]["model"]["decoder"] == decoder
+    assert saved["config"]["model"]["per_pattern"] is per_pattern
 
     inf = tmp_path / "infer"
     rc = inference.main(["--model_path", str(out / "model"), "--test_data", str(test_file),

@@ -4,7 +4,9 @@ The same canonical weights (seeded Glorot kernels, seeded non-zero biases) are i
 Keras and a torch ``PtychoPINN``; the same X and offsets then give the same network outputs, object
 patches and predicted diffraction (max abs diff <= 1e-4), counts and Poisson loss (1e-5 relative),
 in inference and in training mode, for gridsize 1 and 2 with ``probe_big`` on and off, for the
-reference and the U-Net decoder (the latter at a quarter of the filters). The loss gradients with
+reference and the U-Net decoder (the latter at a quarter of the filters), with the C patterns of
+a group as the planes of one network and with the network applied to each pattern alone
+(``per_pattern``). The loss gradients with
 respect to every weight agree too (float64: 1e-9 relative per tensor; float32: each backend within
 5e-3 of the float64 values), so a training step moves both models alike.
 """
@@ -31,26 +33,30 @@ CASES = [(1, True, "bilinear", "reference"), (1, False, "bilinear", "reference")
          (2, True, "bilinear", "reference"), (2, False, "bilinear", "reference"),
          (2, False, "fourier", "reference"), (1, True, "bilinear", "unet"),
          (2, False, "fourier", "unet"), (2, True, "bilinear", "unet")]
+CASES = [case + (False,) for case in CASES] + [(2, True, "fourier", "unet", True),
+                                               (2, False, "bilinear", "reference", True)]
 
 
-def model_config(gridsize, probe_big, interp="bilinear", decoder="reference"):
+def model_config(gridsize, probe_big, interp="bilinear", decoder="reference", per_pattern=False):
     return ModelConfig(N=N, gridsize=gridsize, probe_big=probe_big, interpolation=interp,
-                       decoder=decoder, filter_scale=1.0 if decoder == "reference" else 0.25)
+                       decoder=decoder, filter_scale=1.0 if decoder == "reference" else 0.25,
+                       per_pattern=per_pattern)
 
 
 @pytest.fixture(scope="module")
 def model_pair():
-    """``pair(gridsize, probe_big, interpolation, decoder) -> (keras model, torch model)`` with
+    """``pair(gridsize, probe_big, interpolation, decoder, per_pattern) -> (keras model, torch
+    model)`` with
     the same weights; each pair is built once per module."""
     from ptycho.model import build_model
     from ptycho_torch.model import PtychoPINN
 
     cache = {}
 
-    def make(gridsize, probe_big, interp, decoder="reference"):
-        key = (gridsize, probe_big, interp, decoder)
+    def make(gridsize, probe_big, interp, decoder="reference", per_pattern=False):
+        key = (gridsize, probe_big, interp, decoder, per_pattern)
         if key not in cache:
-            cfg = model_config(gridsize, probe_big, interp, decoder)
+            cfg = model_config(gridsize, probe_big, interp, decoder, per_pattern)
             rng = np.random.default_rng(100 + 10 * gridsize + int(probe_big))
             probe = default_probe(N) * np.exp(0.3j * rng.normal(size=(N, N)))
             m_tf = build_model(cfg, probe, SCALE, FACTOR)
@@ -96,9 +102,9 @@ def run_torch(m_t, X, off, training):
 
 
 @pytest.mark.parametrize("training", [False, True])
-@pytest.mark.parametrize("gridsize,probe_big,interp,decoder", CASES)
-def test_same_outputs(model_pair, gridsize, probe_big, interp, decoder, training):
-    m_tf, m_t = model_pair(gridsize, probe_big, interp, decoder)
+@pytest.mark.parametrize("gridsize,probe_big,interp,decoder,per_pattern", CASES)
+def test_same_outputs(model_pair, gridsize, probe_big, interp, decoder, per_pattern, training):
+    m_tf, m_t = model_pair(gridsize, probe_big, interp, decoder, per_pattern)
     X, off = inputs(gridsize, B=3, seed=7)
     a, b = run_tf(m_tf, X, off, training), run_torch(m_t, X, off, training)
     for key in ("patch_amp", "patch_phase", "object", "amplitude"):
@@ -119,6 +125,33 @@ def test_batch_of_one_and_odd_batch(model_pair):
         a, b = run_tf(m_tf, X, off, False), run_torch(m_t, X, off, False)
         assert float(np.max(np.abs(a["object"] - b["object"]))) <= ABS_TOL
         assert float(np.max(np.abs(a["amplitude"] - b["amplitude"]))) <= ABS_TOL
+
+
+def test_per_pattern_network_is_the_gridsize_one_network_on_each_member(model_pair):
+    """With ``per_pattern`` each member's patch is what the gridsize-1 network with the same
+    weights makes of that member's pattern alone, on both backends; the weights are the same
+    canonical set."""
+    from ptycho.model import build_model
+    from ptycho_torch.model import PtychoPINN
+
+    m_tf, m_t = model_pair(2, True, "fourier", "unet", True)
+    w = tf_weights.export_weights(m_tf)
+    cfg1 = model_config(1, True, "fourier", "unet")
+    one_tf = build_model(cfg1, m_tf.probe_value(), SCALE, FACTOR)
+    tf_weights.import_weights(one_tf, w)
+    one_t = PtychoPINN(cfg1, m_tf.probe_value(), SCALE, FACTOR)
+    torch_weights.import_weights(one_t, w)
+    X, off = inputs(2, B=3, seed=5)
+    grouped = run_tf(m_tf, X, off, False), run_torch(m_t, X, off, False)
+    singles = X.reshape(-1, 1, N, N)
+    alone = [run_tf(one_tf, singles, np.zeros((len(singles), 1, 2), np.float32), False),
+             run_torch(one_t, singles, np.zeros((len(singles), 1, 2), np.float32), False)]
+    for g, a in zip(grouped, alone):
+        for key in ("patch_amp", "patch_phase"):
+            diff = float(np.max(np.abs(g[key] - a[key].reshape(3, 4, N, N))))
+            assert diff <= ABS_TOL, f"{key}: max abs diff {diff:.3g} > {ABS_TOL}"
+    # and the members differ, so the comparison is not between constants
+    assert float(np.std(grouped[1]["patch_amp"][:, 0] - grouped[1]["patch_amp"][:, 1])) > 1e-4
 
 
 def loss_and_grads_tf(m_tf, X, off, K):
@@ -156,10 +189,10 @@ def loss_and_grads_torch(m_t, X, off, K):
     return float(loss.detach()), grads
 
 
-@pytest.mark.parametrize("gridsize,probe_big,decoder", [(1, True, "reference"),
-                                                        (2, False, "reference"),
-                                                        (2, True, "unet")])
-def test_same_loss_and_weight_gradients(model_pair, gridsize, probe_big, decoder):
+@pytest.mark.parametrize("gridsize,probe_big,decoder,per_pattern", [
+    (1, True, "reference", False), (2, False, "reference", False), (2, True, "unet", False),
+    (2, True, "unet", True)])
+def test_same_loss_and_weight_gradients(model_pair, gridsize, probe_big, decoder, per_pattern):
     """Mean Poisson NLL against counts (X·f)² and its gradient with respect to every trainable
     weight. In float64 both backends compute the same numbers (1e-9 relative per tensor); in
     float32 each backend's gradients are within 5e-3 of the float64 values (round-off of the
@@ -167,10 +200,10 @@ def test_same_loss_and_weight_gradients(model_pair, gridsize, probe_big, decoder
     from ptycho.model import build_model
     from ptycho_torch.model import PtychoPINN
 
-    m_tf, m_t = model_pair(gridsize, probe_big, "bilinear", decoder)
+    m_tf, m_t = model_pair(gridsize, probe_big, "bilinear", decoder, per_pattern)
     w = tf_weights.export_weights(m_tf)
     probe = m_tf.probe_value()
-    cfg = model_config(gridsize, probe_big, decoder=decoder)
+    cfg = model_config(gridsize, probe_big, decoder=decoder, per_pattern=per_pattern)
     m_tf64 = build_model(cfg, probe, SCALE, FACTOR, precision="64")
     tf_weights.import_weights(m_tf64, w)
     m_t64 = PtychoPINN(cfg, probe, SCALE, FACTOR).double()

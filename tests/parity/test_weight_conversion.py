@@ -23,12 +23,13 @@ from ptycho.probe import default_probe  # noqa: E402
 from ptycho_torch import weights as torch_weights  # noqa: E402
 
 
-def build_pair(N, gridsize, probe_big, precision="32", filter_scale=1.0, decoder="reference"):
+def build_pair(N, gridsize, probe_big, precision="32", filter_scale=1.0, decoder="reference",
+               per_pattern=False):
     from ptycho.model import build_model
     from ptycho_torch.model import PtychoPINN
 
     cfg = ModelConfig(N=N, gridsize=gridsize, probe_big=probe_big, filter_scale=filter_scale,
-                      decoder=decoder)
+                      decoder=decoder, per_pattern=per_pattern)
     probe = default_probe(N)
     m_tf = build_model(cfg, probe, 3.0, 2.0, precision=precision)
     torch.manual_seed(N + gridsize)
@@ -92,6 +93,25 @@ def test_unet_decoder_has_the_same_layout_on_both_backends_and_converts(probe_bi
     _, ref_tf, ref_t = build_pair(64, 2, probe_big, filter_scale=0.25)
     for mod, model in ((tf_weights, ref_tf), (torch_weights, ref_t)):
         with pytest.raises(ValueError, match="decoder='reference'.*missing.*amp_dec0_conv0"):
+            mod.import_weights(model, w_t)
+
+
+@pytest.mark.parametrize("decoder", ["reference", "unet"])
+def test_per_pattern_network_has_one_plane_per_head_and_converts(decoder):
+    cfg, m_tf, m_t = build_pair(64, 2, True, filter_scale=0.25, decoder=decoder,
+                                per_pattern=True)
+    shapes = convert.canonical_shapes(cfg)
+    head = "amp_out" if decoder == "unet" else "amp_big_out"
+    assert shapes["enc0_conv0/kernel"][2] == 1 and shapes[f"{head}/kernel"][3] == 1
+    assert shapes == convert.canonical_shapes(ModelConfig(N=64, gridsize=1, filter_scale=0.25,
+                                                          decoder=decoder))
+    w_t = torch_weights.export_weights(m_t)
+    tf_weights.import_weights(m_tf, w_t)
+    assert_same_weights(tf_weights.export_weights(m_tf), w_t)
+    # a stacked gridsize-2 model refuses them by shape
+    _, stacked_tf, stacked_t = build_pair(64, 2, True, filter_scale=0.25, decoder=decoder)
+    for mod, model in ((tf_weights, stacked_tf), (torch_weights, stacked_t)):
+        with pytest.raises(ValueError, match=r"'enc0_conv0/kernel' must have shape \(3, 3, 4, 16\)"):
             mod.import_weights(model, w_t)
 
 

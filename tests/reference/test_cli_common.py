@@ -98,6 +98,7 @@ BOOL_FLAGS = [
     ("training", ["probe_trainable", "probe-trainable"], "model.probe_trainable"),
     ("training", ["intensity_scale_trainable", "intensity-scale-trainable"],
      "model.intensity_scale_trainable"),
+    ("training", ["per_pattern", "per-pattern"], "model.per_pattern"),
     ("training", ["log_patch_stats", "log-patch-stats"], "training.log_patch_stats"),
     ("training", ["resume"], "training.resume"),
     ("inference", ["log_patch_stats", "log-patch-stats"], "inference.log_patch_stats"),
