@@ -182,6 +182,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     _add(g, ["per_pattern"], "per_pattern", "model",
          "Run the network on each pattern of a group alone, with weights shared by the members, "
          "so that only the overlap constraint couples them (boolean; gridsize > 1).", kind=bool)
+    _add(g, ["projection_steps"], "projection_steps", "model",
+         "Error-reduction projections of each group's object onto its measured amplitudes after "
+         "the overlap constraint, in training and inference (count; 0 = the network alone).",
+         kind=int)
     _add(g, ["group_pad"], "group_pad", "model",
          "Per-group canvas padding for the overlap constraint (pixels).", kind=int,
          default_note="N//2")

@@ -183,6 +183,9 @@ class ModelConfig:
     (one input and one output plane, the same weights for every member), so that only the
     overlap constraint couples the members; without it the ``C`` patterns of a group are the
     ``C`` input planes of one network with ``C`` output planes per head.
+    ``projection_steps`` K > 0 follows the overlap constraint by K error-reduction projections of
+    each group's object onto its C measured amplitudes (``ptycho.projection``; any gridsize,
+    no weights of its own); 0 is the network of DESIGN §5.
     """
 
     N: int = 64
@@ -198,6 +201,7 @@ class ModelConfig:
     filter_scale: float = 1.0
     decoder: str = "reference"
     per_pattern: bool = False
+    projection_steps: int = 0
 
     def __post_init__(self) -> None:
         s = "model"
@@ -209,6 +213,7 @@ class ModelConfig:
         _check_choice(s, "interpolation", self.interpolation, INTERPOLATIONS)
         _check_choice(s, "decoder", self.decoder, DECODERS)
         _check_min(s, "group_pad", self.group_pad, 0, optional=True)
+        _check_min(s, "projection_steps", self.projection_steps, 0)
         try:
             check_filter_scale(self.filter_scale)
         except ValueError:

@@ -25,7 +25,9 @@ every output is ``(B, N, N, C)``. The physics (``ptycho.tf_helper``) runs channe
 
 Forward (``docs/api_contract.md``, "Model forward"):
 ``O = a·exp(iφ)`` → (``C > 1``) ``group_reassemble(O, offsets)`` with the central mask as
-footprint when only the central block is predicted → ``Â = |far_field(P·O)|`` with
+footprint when only the central block is predicted (with ``projection_steps`` K > 0:
+``group_projection``, the same average followed by K projections onto the measured amplitudes,
+``ptycho.projection``) → ``Â = |far_field(P·O)|`` with
 ``P = normalize(probe)`` (times the support mask of radius ``N/4`` when ``probe_mask``) →
 ``λ = (s·Â)²`` with ``s = exp(log_intensity_scale)``.
 """
@@ -41,6 +43,7 @@ import tensorflow as tf
 
 from ptycho import tf_helper as th
 from ptycho.architecture import check_decoder, conv_layers, network_filters
+from ptycho.tf_projection import group_projection
 
 __all__ = ["PtychoPINN", "build_model", "network_filters", "AMP_ACTIVATIONS", "PRECISIONS"]
 
@@ -78,7 +81,8 @@ class PtychoPINN(keras.Model):
                  mode: str, interpolation: str, group_pad: int | None, probe: np.ndarray,
                  intensity_scale: float, normalization_factor: float, precision: str = "32",
                  filter_scale: float = 1.0, decoder: str = "reference",
-                 per_pattern: bool = False, name: str = "ptycho_pinn") -> None:
+                 per_pattern: bool = False, projection_steps: int = 0,
+                 name: str = "ptycho_pinn") -> None:
         super().__init__(name=name)
         from ptycho.probe import normalize_probe, probe_mask as support_mask
 
@@ -119,6 +123,10 @@ class PtychoPINN(keras.Model):
         policy = PRECISIONS[precision]
         self.decoder = check_decoder(decoder)
         self.per_pattern = bool(per_pattern)
+        if isinstance(projection_steps, bool) or int(projection_steps) != projection_steps \
+                or projection_steps < 0:
+            raise ValueError(f"projection_steps must be an integer >= 0, got {projection_steps!r}")
+        self.projection_steps = int(projection_steps)
         planes = 1 if self.per_pattern else self.C
         for name, _, cout in conv_layers(self.N, planes, self.probe_big, filter_scale,
                                          self.decoder):
@@ -270,11 +278,19 @@ class PtychoPINN(keras.Model):
         pdtype = self.physics_dtype
         amp_cf, phase_cf = th.to_channels_first(amp), th.to_channels_first(phase)
         obj = tf.complex(amp_cf * tf.cos(phase_cf), amp_cf * tf.sin(phase_cf))
-        if self.C > 1:
-            footprint = None if self.probe_big else tf.constant(self._central, dtype=pdtype)
+        probe = self.effective_probe()
+        footprint = None if self.probe_big else tf.constant(self._central, dtype=pdtype)
+        if self.projection_steps:
+            # Measured amplitude in the units of |F(P·O)|: counts (X·f)² = (s·Â)².
+            target = th.to_channels_first(tf.cast(X, pdtype)) * tf.cast(
+                self.normalization_factor, pdtype) / tf.cast(self.intensity_scale, pdtype)
+            obj = group_projection(obj, tf.cast(offsets, pdtype), probe, target,
+                                   self.projection_steps, pad=self.group_pad,
+                                   interpolation=self.interpolation, footprint=footprint)
+        elif self.C > 1:
             obj = th.group_reassemble(obj, tf.cast(offsets, pdtype), pad=self.group_pad,
                                       interpolation=self.interpolation, footprint=footprint)
-        F = th.far_field(th.illuminate(obj, self.effective_probe()))
+        F = th.far_field(th.illuminate(obj, probe))
         intensity = tf.square(tf.math.real(F)) + tf.square(tf.math.imag(F))
         s = tf.cast(self.intensity_scale, pdtype)
         counts = tf.square(s) * intensity
@@ -300,7 +316,7 @@ class PtychoPINN(keras.Model):
                 "mode": self.mode, "interpolation": self.interpolation,
                 "group_pad": self.group_pad, "precision": self.precision,
                 "filter_scale": self.filter_scale, "decoder": self.decoder,
-                "per_pattern": self.per_pattern,
+                "per_pattern": self.per_pattern, "projection_steps": self.projection_steps,
                 "normalization_factor": self.normalization_factor}
 
 
@@ -310,7 +326,7 @@ def build_model(config, probe, intensity_scale, normalization_factor, *,
 
     config: ``ptycho.config.ModelConfig`` (N, gridsize, amp_activation, probe_big, probe_mask,
     probe_trainable, intensity_scale_trainable, mode, interpolation, group_pad, filter_scale,
-    decoder, per_pattern).
+    decoder, per_pattern, projection_steps).
     probe: ``(N, N)`` complex, normalised inside (``Σ|P|² = (N/2)²``).
     intensity_scale: initial ``s > 0`` (stored as its logarithm).
     normalization_factor: input normalisation ``f > 0`` of the training data; targets are
@@ -326,6 +342,7 @@ def build_model(config, probe, intensity_scale, normalization_factor, *,
         intensity_scale=intensity_scale, normalization_factor=normalization_factor,
         precision=precision, filter_scale=float(getattr(config, "filter_scale", 1.0)),
         decoder=getattr(config, "decoder", "reference"),
-        per_pattern=bool(getattr(config, "per_pattern", False)), name=name)
+        per_pattern=bool(getattr(config, "per_pattern", False)),
+        projection_steps=int(getattr(config, "projection_steps", 0)), name=name)
     model.build_by_calling()
     return model

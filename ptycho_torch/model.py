@@ -16,7 +16,9 @@ Extra state: ``log_intensity_scale`` (scalar) and ``probe`` ((N, N, 2) float: re
 parts), each an ``nn.Parameter`` when the config makes it trainable and a buffer otherwise.
 
 Forward (``docs/api_contract.md``, "Model forward"): X (B, C, N, N) normalised amplitudes and
-offsets (B, C, 2) → object patches O = a·exp(iφ) (complex), reassembled per group when C > 1;
+offsets (B, C, 2) → object patches O = a·exp(iφ) (complex), reassembled per group when C > 1
+(with ``projection_steps`` K > 0: averaged per group and projected K times onto the measured
+amplitudes, ``ptycho_torch.projection``);
 predicted amplitude Â = |far_field(P·O)|; predicted counts λ = (s·Â)².
 """
 
@@ -31,6 +33,7 @@ from torch import nn
 
 from ptycho.architecture import check_decoder, conv_layers, network_filters
 from ptycho_torch import helper
+from ptycho_torch.projection import group_projection
 
 __all__ = ["ModelOutput", "PtychoPINN", "network_filters", "count_parameters"]
 
@@ -79,7 +82,7 @@ class PtychoPINN(nn.Module):
     model_config : ptycho.config.ModelConfig
         N, gridsize, amp_activation, probe_big, probe_mask, probe_trainable,
         intensity_scale_trainable, mode, interpolation, group_pad, filter_scale, decoder,
-        per_pattern.
+        per_pattern, projection_steps.
     probe : np.ndarray (N, N) complex
         The probe; it is normalised with ``ptycho.probe.normalize_probe`` (Σ|P|² = (N/2)²).
     intensity_scale : float
@@ -125,6 +128,10 @@ class PtychoPINN(nn.Module):
         self.filter_scale = float(_cfg(model_config, "filter_scale", 1.0))
         self.decoder = check_decoder(_cfg(model_config, "decoder", "reference"))
         self.per_pattern = bool(_cfg(model_config, "per_pattern", False))
+        steps = _cfg(model_config, "projection_steps", 0)
+        if isinstance(steps, bool) or int(steps) != steps or steps < 0:
+            raise ValueError(f"projection_steps must be an integer >= 0, got {steps!r}")
+        self.projection_steps = int(steps)
         self.n_stages = len(network_filters(N, self.filter_scale)[0])
         planes = 1 if self.per_pattern else self.C
         for name, cin, cout in conv_layers(N, planes, self.probe_big, self.filter_scale,
@@ -264,12 +271,19 @@ class PtychoPINN(nn.Module):
             amp = amp.to(dtype)
             phase = phase.to(dtype)
             obj = torch.polar(amp, phase)
-            if self.C > 1:
-                footprint = None if self.probe_big else self.central.to(dtype)
+            probe = self.effective_probe(dtype)
+            footprint = None if self.probe_big else self.central.to(dtype)
+            if self.projection_steps:
+                # Measured amplitude in the units of |F(P·O)|: counts (X·f)² = (s·Â)².
+                target = (X.to(dtype) * self.normalization_factor.to(dtype)
+                          / self.intensity_scale.to(dtype))
+                obj = group_projection(obj, offsets.to(dtype), probe, target,
+                                       self.projection_steps, pad=self.group_pad,
+                                       interpolation=self.interpolation, footprint=footprint)
+            elif self.C > 1:
                 obj = helper.group_reassemble(obj, offsets.to(dtype), pad=self.group_pad,
                                               interpolation=self.interpolation,
                                               footprint=footprint)
-            probe = self.effective_probe(dtype)
             F = helper.far_field(helper.illuminate(obj, probe))
             # Counts from |F|^2 directly: the same value as (s·|F|)^2 with a gradient that stays
             # finite where F = 0.

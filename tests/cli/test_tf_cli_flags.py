@@ -59,7 +59,8 @@ def trained(scan, tmp_path_factory):
                          "--nepochs", "1", "--batch-size", "4", "--nphotons", "4e6",
                          "--seed", "3", "--config", str(cfg), "--log-patch-stats",
                          "--patch-stats-limit", "1", "--jit-compile", "--K", "7",
-                         "--decoder", "unet", "--filter_scale", "0.5", "--per-pattern"])
+                         "--decoder", "unet", "--filter_scale", "0.5", "--per-pattern",
+                         "--projection-steps", "2"])
     assert rc == 0
     return out / "run", dict(SPY)
 
@@ -79,6 +80,7 @@ def test_training_flags_reach_their_destination(trained):
     assert cfg.decoder == "unet" and cfg.filter_scale == 0.5
     model = fit["model"]
     assert model.decoder == "unet" and model.mid_conv0.kernel.shape == (3, 3, 128, 256)
+    assert cfg.projection_steps == 2 and model.projection_steps == 2
     assert cfg.per_pattern and model.per_pattern and model.enc0_conv0.kernel.shape == (3, 3, 1, 64)
     assert build["intensity_scale"] == pytest.approx(intensity_scale(4e6, 32))   # --nphotons
     manifest = json.loads((out / "model/manifest.json").read_text())

@@ -54,16 +54,19 @@ def check_png(path):
     assert float(img[..., :3].std()) > 0.01
 
 
-@pytest.mark.parametrize("gridsize,decoder,per_pattern", [
-    (1, "reference", False), (2, "reference", False), (2, "unet", False), (2, "unet", True)])
-def test_train_then_infer(scan, tmp_path, gridsize, decoder, per_pattern, capsys):
+@pytest.mark.parametrize("gridsize,decoder,per_pattern,projection_steps", [
+    (1, "reference", False, 0), (2, "reference", False, 0), (2, "unet", False, 0),
+    (2, "unet", True, 0), (2, "reference", False, 2)])
+def test_train_then_infer(scan, tmp_path, gridsize, decoder, per_pattern, projection_steps,
+                          capsys):
     train_file, test_file = scan
     out = tmp_path / "train"
     rc = train.main(["--train_data_file", str(train_file), "--output_dir", str(out),
                      "--gridsize", str(gridsize), "--nepochs", "1", "--batch_size", "8",
                      "--n_groups", "24", "--validation_fraction", "0.25", "--seed", "1",
                      "--decoder", decoder, "--log-patch-stats", "--patch-stats-limit", str(LIMIT)]
-                    + (["--per_pattern"] if per_pattern else []))
+                    + (["--per_pattern"] if per_pattern else [])
+                    + ["--projection_steps", str(projection_steps)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "epoch 1/1: train_loss=" in printed and "val_loss=" in printed
@@ -79,6 +82,7 @@ def test_train_then_infer(scan, tmp_path, gridsize, decoder, per_pattern, capsys
     assert manifest["backend"] == "tf" and manifest["N"] == 32
     assert manifest["config"]["model"]["decoder"] == decoder
     assert manifest["config"]["model"]["per_pattern"] is per_pattern
+    assert manifest["config"]["model"]["projection_steps"] == projection_steps
     assert manifest["intensity_scale"] == pytest.approx(history["intensity_scale"][-1])
 
     inf = tmp_path / "infer"

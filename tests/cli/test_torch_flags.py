@@ -20,7 +20,7 @@ TRAIN_FLAGS = {
     "--max_epochs": "1", "--n_images": "30", "--gridsize": "2", "--K": "5", "--batch_size": "5",
     "--learning_rate": "5e-4", "--N": "32", "--nphotons": "2e6", "--patch-stats-limit": "1",
     "--amp_activation": "swish", "--interpolation": "bilinear", "--group_pad": "8",
-    "--decoder": "unet",
+    "--decoder": "unet", "--projection_steps": "2",
     "--lr_reduce_patience": "2", "--min_learning_rate": "1e-6",
     "--early_stopping_patience": "4", "--validation_fraction": "0.2", "--mode": "unsupervised",
     "--accelerator": "cpu", "--devices": "1", "--strategy": "auto", "--precision": "64",
@@ -142,6 +142,7 @@ def test_model_receives_model_flags(trained):
     assert model.N == 32 and model.C == 4 and model.amp_activation == "swish"
     assert not model.probe_big and model.use_probe_mask and model.group_pad == 8
     assert model.decoder == "unet" and hasattr(model, "mid_conv0")
+    assert model.projection_steps == 2
     assert model.per_pattern and model.enc0_conv0.in_channels == 1 and model.amp_out.out_channels == 1
     assert model.interpolation == "bilinear"
     assert isinstance(model.log_intensity_scale, torch.nn.Parameter)

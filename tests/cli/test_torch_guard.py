@@ -50,9 +50,11 @@ def _check_png(path):
     assert float(img[..., :3].std()) > 0.01
 
 
-@pytest.mark.parametrize("gridsize,decoder,per_pattern", [
-    (1, "reference", False), (2, "reference", False), (2, "unet", False), (2, "unet", True)])
-def test_train_then_infer_gridsize(scan, tmp_path, gridsize, decoder, per_pattern):
+@pytest.mark.parametrize("gridsize,decoder,per_pattern,projection_steps", [
+    (1, "reference", False, 0), (2, "reference", False, 0), (2, "unet", False, 0),
+    (2, "unet", True, 0), (2, "reference", False, 2)])
+def test_train_then_infer_gridsize(scan, tmp_path, gridsize, decoder, per_pattern,
+                                  projection_steps):
     train_file, test_file = scan
     out = tmp_path / "train"
     # no test file: a seeded validation_fraction of the 16 training groups validates
@@ -61,7 +63,8 @@ def test_train_then_infer_gridsize(scan, tmp_path, gridsize, decoder, per_patter
                      "--max_epochs", "1", "--batch_size", "8", "--n_groups", "16", "--logger", "none",
                      "--num_workers", "0", "--accelerator", "cpu", "--log-patch-stats",
                      "--patch-stats-limit", str(LIMIT), "--validation_fraction", "0.2",
-                     "--decoder", decoder] + (["--per_pattern"] if per_pattern else []))
+                     "--decoder", decoder] + (["--per_pattern"] if per_pattern else [])
+                    + ["--projection_steps", str(projection_steps)])
     assert rc == 0
     entries = _check_stats(out / "torch_patch_stats.json", ("train", "val"))
     assert all(e["gridsize"] == gridsize and e["epoch"] == 0 for e in entries)
@@ -76,6 +79,7 @@ def test_train_then_infer_gridsize(scan, tmp_path, gridsize, decoder, per_patter
     assert saved["config"]["model"]["gridsize"] == gridsize
     assert saved["config"]["model"]["decoder"] == decoder
     assert saved["config"]["model"]["per_pattern"] is per_pattern
+    assert saved["config"]["model"]["projection_steps"] == projection_steps
 
     inf = tmp_path / "infer"
     rc = inference.main(["--model_path", str(out / "model"), "--test_data", str(test_file),

@@ -51,6 +51,7 @@ VALUE_FLAGS = [
     ("training", ["--group_pad", "--group-pad"], "5", "model.group_pad", 5),
     ("training", ["--filter_scale", "--filter-scale"], "0.5", "model.filter_scale", 0.5),
     ("training", ["--decoder"], "UNet", "model.decoder", "unet"),
+    ("training", ["--projection_steps", "--projection-steps"], "3", "model.projection_steps", 3),
     ("training", ["--output_dir", "--output-dir"], "runs/x", "training.output_dir", "runs/x"),
     ("training", ["--max_epochs", "--max-epochs", "--nepochs"], "3", "training.max_epochs", 3),
     ("training", ["--batch_size", "--batch-size"], "4", "training.batch_size", 4),

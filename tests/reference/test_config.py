@@ -28,7 +28,7 @@ def test_defaults_match_contract():
         N=64, gridsize=1, amp_activation="softplus", probe_big=True, probe_mask=False,
         probe_trainable=False, intensity_scale_trainable=False, mode="unsupervised",
         interpolation="bilinear", group_pad=None, filter_scale=1.0, decoder="reference",
-        per_pattern=False)
+        per_pattern=False, projection_steps=0)
     assert dataclasses.asdict(c.data) == dict(
         train_data_file=None, test_data_file=None, n_groups=None, K=6, nphotons=None, seed=0)
     assert dataclasses.asdict(c.training) == dict(
