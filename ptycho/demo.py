@@ -97,6 +97,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="predict the object outside the central N/2 x N/2 patch region too")
     p.add_argument("--interpolation", choices=("bilinear", "fourier"), default=INTERPOLATION,
                    help="sub-pixel shift used by the overlap constraint")
+    p.add_argument("--projection-steps", "--projection_steps", dest="projection_steps",
+                   type=_checked(int, lambda v: v >= 0, "an integer >= 0"), default=0,
+                   help="error-reduction projections of each group onto its measured patterns "
+                        "inside the model, in training and inference (0: the network alone)")
     p.add_argument("--refine-steps", "--refine_steps", dest="refine_steps",
                    type=_checked(int, lambda v: v >= 0, "an integer >= 0"),
                    default=REFINE_STEPS,
@@ -160,7 +164,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--learning_rate", f"{args.learning_rate:g}", "--batch_size", str(args.batch_size),
         "--probe_big" if args.probe_big else "--no-probe_big",
         "--interpolation", args.interpolation, "--filter_scale", f"{args.filter_scale:g}",
-        "--decoder", args.decoder, "--log-patch-stats", "--patch-stats-limit", "2"])
+        "--decoder", args.decoder, "--projection_steps", str(args.projection_steps),
+        "--log-patch-stats", "--patch-stats-limit", "2"])
     timings["inference"] = _step(f"infer and stitch ({args.backend})", infer_mod.main, [
         "python", "-m", f"{pkg}.inference", "--model_path", str(train_dir / "model"),
         "--test_data", str(data_dir / "test.npz"), "--output_dir", str(infer_dir),
@@ -176,6 +181,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"backend: {args.backend}; held-out test region, {args.n_patterns} patterns, "
           f"{args.nphotons:g} photons/pattern, {args.epochs} epochs, gridsize {args.gridsize}, "
           f"filter scale {args.filter_scale:g}, {args.decoder} decoder, "
+          f"{args.projection_steps} projection steps, "
           f"learning rate {args.learning_rate:g}, batch {args.batch_size}")
     refinement = infer_dir / "refinement.json"
     if args.refine_steps > 0:

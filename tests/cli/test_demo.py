@@ -30,11 +30,25 @@ def test_demo_writes_every_output(tmp_path, capsys):
     assert manifest["config"]["model"]["filter_scale"] == demo.FILTER_SCALE
     assert manifest["config"]["model"]["decoder"] == demo.DECODER == "unet"
     assert "unet decoder" in printed
+    assert manifest["config"]["model"]["projection_steps"] == 0 and "0 projection steps" in printed
+
+
+def test_demo_passes_projection_steps_to_the_model(tmp_path, capsys):
+    from ptycho import demo
+
+    out = tmp_path / "demo"
+    assert demo.main(["--output-dir", str(out), "--n-patterns", "40", "--epochs", "1",
+                      "--batch-size", "8", "--gridsize", "2", "--decoder", "reference",
+                      "--projection-steps", "2", "--refine-steps", "0"]) == 0
+    assert "2 projection steps" in capsys.readouterr().out
+    manifest = json.loads((out / "train" / "model" / "manifest.json").read_text())
+    assert manifest["config"]["model"]["projection_steps"] == 2
 
 
 @pytest.mark.parametrize("flag, value", [("--gridsize", "0"), ("--epochs", "0"),
                                          ("--batch-size", "-1"), ("--nphotons", "nan"),
-                                         ("--refine-steps", "-1"), ("--n-patterns", "x")])
+                                         ("--refine-steps", "-1"), ("--n-patterns", "x"),
+                                         ("--projection-steps", "-2")])
 def test_bad_values_are_refused_before_anything_runs(tmp_path, capsys, flag, value):
     from ptycho import demo
 
