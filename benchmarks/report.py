@@ -99,7 +99,12 @@ WHY_MISSED = [
     "(`python -m benchmarks.refine_start`, docs/quality.md). "
     "`python -m benchmarks.decoder_variants` trains a U-Net-shaped network with "
     "full-resolution decoder stages for a fixed wall-clock budget: with skip connections it "
-    "reached held-out amplitude SSIM 0.35 in 5 CPU minutes (docs/quality.md).",
+    "reached held-out amplitude SSIM 0.35 in 5 CPU minutes (docs/quality.md). "
+    "`python -m benchmarks.projection_start` compares a model trained with per-group "
+    "projections (`--projection_steps`) against a flat start through the same projections: in "
+    "the issue's gridsize-2 setting 0.703 / 0.619 against 0.586 / 0.577 with 5 projections, "
+    "0.826 / 0.660 against 0.760 / 0.633 with 20 (docs/quality.md, \"Projections inside the "
+    "model\").",
     "- **Time-to-image vs rPIE.** At 512 patterns the fixed costs dominate: reading the bundle "
     "and scan, building the model, stitching with Fourier sub-pixel placement, and writing "
     "PNGs and metrics. The prediction itself runs at the inference pat/s of the table. "
