@@ -104,6 +104,7 @@ def group_projection(patches, offsets, probe, target_amplitude, steps: int, pad:
     for _ in range(steps):
         F = th.far_field(th.illuminate(back(canvas), P))
         modulus = tf.sqrt(tf.math.real(F) ** 2 + tf.math.imag(F) ** 2 + MODULUS_FLOOR ** 2)
-        psi = inverse_far_field(tf.cast(amp / modulus, cplx) * F)
+        ratio = amp / modulus
+        psi = inverse_far_field(tf.complex(ratio, tf.zeros_like(ratio)) * F)
         canvas = tf.where(lit, place(tf.math.conj(P) * psi) / safe, canvas)
     return tf.cast(back(canvas), patches.dtype if patches.dtype.is_complex else cplx)
