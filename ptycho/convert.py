@@ -80,7 +80,7 @@ def canonical_shapes(model_config) -> dict[str, tuple[int, ...]]:
     per_pattern), in the contract's order. The network has ``C = gridsize**2`` input and head
     output planes, or one with ``per_pattern``."""
     N = int(model_config.N)
-    C = 1 if getattr(model_config, "per_pattern", False) else int(model_config.gridsize) ** 2
+    C = int(model_config.network_channels)
     shapes: dict[str, tuple[int, ...]] = {}
     for name, cin, cout in conv_layers(N, C, bool(model_config.probe_big),
                                        getattr(model_config, "filter_scale", 1.0),

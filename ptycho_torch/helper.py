@@ -205,6 +205,22 @@ def _shift_kernels(offsets: torch.Tensor, size: int) -> torch.Tensor:
     return torch.fft.ifft(torch.polar(torch.ones_like(phase), phase), dim=-1)
 
 
+def _fourier_canvas_matrices(offsets: torch.Tensor, N: int, pad: int):
+    """``translate``'s Fourier shift as separable matrices for each member's offset (B, C, 2):
+    ``ay, ax`` (B, C, L, N) place an N x N patch on the (L, L) canvas (``ay @ p @ axᵀ``),
+    ``by, bx`` (B, C, N, L) cut it back out (``by @ canvas @ bxᵀ``), with ``L = N + 2·pad``."""
+    from ptycho.physics import shift_matrix_indices
+
+    L = N + 2 * pad
+    kernels = _shift_kernels(offsets, 2 * L)  # (B, C, 2, 2L)
+    back_kernels = _shift_kernels(-offsets, 2 * L)
+    place_idx, back_idx = (torch.from_numpy(i).to(offsets.device)
+                           for i in shift_matrix_indices(L, N, pad))  # (L, N), (N, L)
+    ay, ax = kernels[..., 0, :][..., place_idx], kernels[..., 1, :][..., place_idx]
+    by, bx = back_kernels[..., 0, :][..., back_idx], back_kernels[..., 1, :][..., back_idx]
+    return ay, ax, by, bx
+
+
 def _group_reassemble_fourier(patches: torch.Tensor, offsets: torch.Tensor, pad: int,
                               footprint: torch.Tensor, threshold: float) -> torch.Tensor:
     """Fourier ``group_reassemble`` as separable shift matrices; the same numbers as ``translate``.
@@ -215,18 +231,8 @@ def _group_reassemble_fourier(patches: torch.Tensor, offsets: torch.Tensor, pad:
     cutting it back out then take two small matrix products each, instead of two (2L, 2L) FFTs
     per canvas.
     """
-    N = patches.shape[-1]
-    L = N + 2 * pad
-    size = 2 * L
-    from ptycho.physics import shift_matrix_indices
-
-    kernels = _shift_kernels(offsets, size)  # (B, C, 2, 2L)
-    place_idx, back_idx = (torch.from_numpy(i).to(patches.device)
-                           for i in shift_matrix_indices(L, N, pad))  # (L, N), (N, L)
-    ay, ax = kernels[..., 0, :][..., place_idx], kernels[..., 1, :][..., place_idx]
-    back_kernels = _shift_kernels(-offsets, size)
-    by, bx = back_kernels[..., 0, :][..., back_idx], back_kernels[..., 1, :][..., back_idx]
-    wide = kernels.dtype
+    ay, ax, by, bx = _fourier_canvas_matrices(offsets, patches.shape[-1], pad)
+    wide = ay.dtype
     total = (ay @ patches.to(wide) @ ax.transpose(-1, -2)).sum(dim=1)  # (B, L, L)
     count = (ay @ footprint.to(wide) @ ax.transpose(-1, -2)).real.sum(dim=1)
     if not patches.is_complex():

@@ -23,14 +23,7 @@ def _canvas_ops(offsets: torch.Tensor, N: int, pad: int, interpolation: str, C: 
     B = offsets.shape[0]
     L = N + 2 * pad
     if interpolation == "fourier":
-        from ptycho.physics import shift_matrix_indices
-
-        kernels = helper._shift_kernels(offsets, 2 * L)
-        back_kernels = helper._shift_kernels(-offsets, 2 * L)
-        place_idx, back_idx = (torch.from_numpy(i).to(offsets.device)
-                               for i in shift_matrix_indices(L, N, pad))
-        ay, ax = kernels[..., 0, :][..., place_idx], kernels[..., 1, :][..., place_idx]
-        by, bx = back_kernels[..., 0, :][..., back_idx], back_kernels[..., 1, :][..., back_idx]
+        ay, ax, by, bx = helper._fourier_canvas_matrices(offsets, N, pad)
 
         def place(arr):
             return (ay @ arr.to(ay.dtype) @ ax.transpose(-1, -2)).sum(dim=1)
