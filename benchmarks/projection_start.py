@@ -12,7 +12,10 @@ stitching, and are scored on its illuminated region::
     python -m benchmarks.projection_start --model_path RUN --test_data TEST.npz \\
         --output_dir OUT [--steps 0 5 10]
 
-``--steps`` reruns both with other projection counts (the bundle's own K is the default). Writes
+``--steps`` reruns both with other projection counts (the bundle's own K is the default);
+``--com_phase_steps S`` also corrects both stitched objects' slow phase from the patterns'
+centres of mass (``ptycho.com_phase``), and the table then gives the scores before and after.
+Writes
 ``OUT/{network,flat}_K{k}/`` (the inference outputs) and ``OUT/projection_start.json``, and
 prints a table of amplitude / phase SSIM.
 """
@@ -72,7 +75,8 @@ def write_variant_bundle(bundle, out_dir: Path, steps: int, flat: bool) -> Path:
 
 
 def projection_start(model_path: str, test_data: str, output_dir: str,
-                     steps: Optional[Sequence[int]] = None, batch_size: int = 64) -> list[dict]:
+                     steps: Optional[Sequence[int]] = None, batch_size: int = 64,
+                     com_phase_steps: int = 0) -> list[dict]:
     """Infer ``test_data`` with the network and with the flat start for each K (module doc)."""
     from ptycho.bundle import load_bundle, resolve_bundle_dir
     from ptycho_torch import inference
@@ -90,15 +94,21 @@ def projection_start(model_path: str, test_data: str, output_dir: str,
             model_dir = write_variant_bundle(bundle, run / "model", k, flat=variant == "flat")
             rc = inference.main(["--model_path", str(model_dir), "--test_data", str(test_data),
                                  "--output_dir", str(run / "inference"),
-                                 "--batch_size", str(batch_size)])
+                                 "--batch_size", str(batch_size),
+                                 "--com_phase_steps", str(com_phase_steps)])
             if rc != 0:
                 raise RuntimeError(f"inference of {model_dir} failed with exit status {rc}")
             metrics = json.loads((run / "inference" / "metrics.json").read_text())
             timing = json.loads((run / "inference" / "timing.json").read_text())
-            rows.append({"start": variant, "projection_steps": k,
-                         "amp_ssim": metrics["amp_ssim"], "phase_ssim": metrics["phase_ssim"],
-                         "amp_psnr": metrics["amp_psnr"], "phase_psnr": metrics["phase_psnr"],
-                         "predict_s": timing["predict_s"]})
+            row = {"start": variant, "projection_steps": k, "com_phase_steps": com_phase_steps,
+                   "amp_ssim": metrics["amp_ssim"], "phase_ssim": metrics["phase_ssim"],
+                   "amp_psnr": metrics["amp_psnr"], "phase_psnr": metrics["phase_psnr"],
+                   "predict_s": timing["predict_s"]}
+            if com_phase_steps > 0:
+                before = json.loads((run / "inference" / "phase_correction.json").read_text())
+                row["phase_ssim_uncorrected"] = before["network_metrics"]["phase_ssim"]
+                row["com_phase_s"] = timing["com_phase_s"]
+            rows.append(row)
     atomic_write_json(out / "projection_start.json",
                       {"model_path": str(model_path), "test_data": str(test_data), "rows": rows})
     return rows
@@ -113,12 +123,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--steps", type=int, nargs="*", default=None,
                         help="projection counts K to compare (default: the bundle's)")
     parser.add_argument("--batch_size", type=int, default=64, help="groups per inference batch")
+    parser.add_argument("--com_phase_steps", type=int, default=0,
+                        help="centre-of-mass phase correction steps after stitching (0: none)")
     args = parser.parse_args(argv)
+    if args.com_phase_steps < 0:
+        parser.error(f"--com_phase_steps must be >= 0, got {args.com_phase_steps}")
     rows = projection_start(args.model_path, args.test_data, args.output_dir, args.steps,
-                            args.batch_size)
-    print(markdown_table(["start", "K", "amplitude SSIM", "phase SSIM", "predict s"],
-                         [[r["start"], r["projection_steps"], f"{r['amp_ssim']:.3f}",
-                           f"{r['phase_ssim']:.3f}", f"{r['predict_s']:.1f}"] for r in rows]))
+                            args.batch_size, args.com_phase_steps)
+    corrected = args.com_phase_steps > 0
+    head = ["start", "K", "amplitude SSIM", "phase SSIM"]
+    head += ["phase SSIM before correction", "correction s"] if corrected else []
+    body = []
+    for r in rows:
+        line = [r["start"], r["projection_steps"], f"{r['amp_ssim']:.3f}", f"{r['phase_ssim']:.3f}"]
+        if corrected:
+            line += [f"{r['phase_ssim_uncorrected']:.3f}", f"{r['com_phase_s']:.1f}"]
+        body.append(line + [f"{r['predict_s']:.1f}"])
+    print(markdown_table(head + ["predict s"], body))
     return 0
 
 

@@ -254,6 +254,17 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
     _add(g, ["refine_probe"], "refine_probe", "inference",
          "Refine the scan's probe together with the object (boolean; needs --refine-steps).",
          kind=bool)
+    _add(g, ["com_phase_steps"], "com_phase_steps", "inference",
+         "Before any refinement, correct the slow phase of the stitched object from the "
+         "measured patterns' centres of mass in this many linear steps (amplitude unchanged); "
+         "0 keeps it as stitched (count).", kind=int)
+    _add(g, ["com_phase_smoothing"], "com_phase_smoothing", "inference",
+         "Smoothness weight of the centre-of-mass phase correction (dimensionless, per "
+         "pattern density).", kind=float)
+    _add(g, ["projection_steps"], "projection_steps", "model",
+         "Per-group projections onto the measured amplitudes inside the model (count; they "
+         "have no weights, so any number may be used at inference).", kind=int,
+         default_note="the bundle's")
     _add(g, ["log_patch_stats"], "log_patch_stats", "inference",
          "Record statistics and an image grid of predicted patches (boolean).", kind=bool)
     _add(g, ["patch_stats_limit"], "patch_stats_limit", "inference",

@@ -330,6 +330,10 @@ class InferenceConfig:
     the Poisson likelihood against the measured patterns (``ptycho.refine``),
     with Adam at ``refine_learning_rate`` on log-amplitude and phase; ``refine_probe`` refines
     the scan's probe with it. 0 keeps the network's stitched object as the result.
+
+    ``com_phase_steps`` > 0 first corrects the slow phase of the stitched object from the
+    measured patterns' centres of mass (``ptycho.com_phase``; amplitude unchanged), with the
+    smoothness weight ``com_phase_smoothing``; 0 leaves it as stitched.
     """
 
     model_path: Optional[str] = None
@@ -343,6 +347,8 @@ class InferenceConfig:
     refine_steps: int = 0
     refine_learning_rate: float = 0.1
     refine_probe: bool = False
+    com_phase_steps: int = 0
+    com_phase_smoothing: float = 0.5
 
     def __post_init__(self) -> None:
         s = "inference"
@@ -358,6 +364,8 @@ class InferenceConfig:
         _check_positive(s, "refine_learning_rate", self.refine_learning_rate)
         if self.refine_probe and self.refine_steps == 0:
             raise _fail(s, "refine_probe", self.refine_probe, "false unless refine_steps > 0")
+        _check_min(s, "com_phase_steps", self.com_phase_steps, 0)
+        _check_positive(s, "com_phase_smoothing", self.com_phase_smoothing)
 
 
 @dataclass(frozen=True)

@@ -16,20 +16,23 @@ Writes into ``--output_dir``:
   region of the metrics), ``origin`` (y0, x0: object pixel of canvas pixel (0, 0)),
   ``canvas_y`` (H,) / ``canvas_x`` (W,) object coordinates of the canvas rows/columns,
   ``scan_index`` and ``scan_positions`` (canvas (y, x) of every reconstructed scan position),
-  ``stitch_crop``, ``refine_steps``; when refinement ran, ``object`` is the refined object,
-  ``network_object`` the network's and, with ``--refine-probe``, ``refined_probe`` the refined
-  probe;
+  ``stitch_crop``, ``refine_steps``, ``com_phase_steps``, ``projection_steps``; when the
+  centre-of-mass phase correction (``--com-phase-steps``) or refinement ran, ``object`` is the
+  corrected / refined object and ``network_object`` the network's; with ``--refine-probe``,
+  ``refined_probe`` is the refined probe;
 * ``reconstructed_amplitude.png``, ``reconstructed_phase.png``;
 * ``metrics.json`` (``ptycho.metrics.evaluate_reconstruction``) when the data hold an
   ``objectGuess``;
-* ``refinement.json`` and ``refinement.png`` when refined;
-* ``timing.json``: seconds loading / predicting / stitching / refining, total, patterns per
-  second, peak RSS;
+* ``phase_correction.json`` when the phase was corrected; ``refinement.json`` and
+  ``refinement.png`` when refined;
+* ``timing.json``: seconds loading / predicting / stitching / correcting / refining, total,
+  patterns per second, peak RSS;
 * with ``--log-patch-stats``: ``tf_patch_stats.json`` and ``tf_patch_grid.png`` of the
   predicted patches (phase ``inference``).
 
 ``--model_path`` may be the bundle directory or the training output directory holding
-``model/``. Exit status 0 on success, 2 for invalid input.
+``model/``. Model settings come from the bundle, except ``--projection_steps``, which has no
+weights. Exit status 0 on success, 2 for invalid input.
 """
 
 from __future__ import annotations

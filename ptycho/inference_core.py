@@ -17,14 +17,19 @@ Overlapping patches are averaged with the probe-intensity weight of ``inference.
 illuminated region (``ptycho.illumination``), which ``reconstruction.npz`` also stores as
 ``illuminated_mask``.
 
-With ``inference.refine_steps`` > 0 the stitched object is then refined against all the scan's
+With ``inference.com_phase_steps`` > 0 the slow phase of the stitched object is first corrected
+from the centres of mass of all the scan's patterns (``ptycho.com_phase``; amplitude unchanged);
+``phase_correction.json`` records the fit and the metrics before and after. With
+``inference.refine_steps`` > 0 the object is then refined against all the scan's
 patterns (``ptycho.refine``; with ``inference.refine_probe`` the probe too, kept as
-``refined_probe``); the refined object becomes the result, the network's is kept as
-``network_object`` and ``refinement.json`` records the fit and the metrics of both.
+``refined_probe``); the refined object becomes the result and ``refinement.json`` records the
+fit and the metrics of both. Whenever either step ran, the network's stitched object is kept as
+``network_object``.
 
 Outputs in ``inference.output_dir``: ``reconstruction.npz``, ``reconstructed_amplitude.png``,
 ``reconstructed_phase.png``, ``timing.json``, ``metrics.json`` (when the scan has
-``objectGuess``), ``refinement.json`` and ``refinement.png`` (when refined) and, with
+``objectGuess``), ``phase_correction.json`` (when corrected), ``refinement.json`` and
+``refinement.png`` (when refined) and, with
 ``log_patch_stats``, ``{prefix}_patch_stats.json`` / ``{prefix}_patch_grid.png``.
 """
 
@@ -202,7 +207,8 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
             t_stitch += time.perf_counter() - ts
             del X, obj
         used = np.unique(grouped.nn_indices).astype(np.int64)      # scan patterns reconstructed
-        refine_patterns = data.patterns.gather(used) if inf.refine_steps > 0 else None
+        needed = inf.refine_steps > 0 or inf.com_phase_steps > 0
+        scan_patterns = data.patterns.gather(used) if needed else None
     finally:
         scan.close()
     n_patterns = len(grouped) * C
@@ -217,14 +223,18 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
     illuminated = result.scanned_mask & illumination_mask(data.probe, positions, (H, W))
     t_stitch += time.perf_counter() - ts
 
-    final, network_obj, refinement, t_refine = result.obj, None, None, 0.0
-    if refine_patterns is not None:
+    final, network_obj, correction, refinement = result.obj, None, None, None
+    if inf.com_phase_steps > 0:
+        correction = _correct_phase(final, scan_patterns, positions, data.probe, inf, log)
+        final, network_obj = correction.obj, result.obj
+    t_refine = 0.0
+    if inf.refine_steps > 0:
         ts = time.perf_counter()
-        refinement = _refine(result.obj, refine_patterns, positions, data.probe,
+        refinement = _refine(final, scan_patterns, positions, data.probe,
                              intensity_scale, inf, log)
-        del refine_patterns
         final, network_obj = refinement.obj, result.obj
         t_refine = time.perf_counter() - ts
+    del scan_patterns
 
     ts = time.perf_counter()
     files: dict[str, Any] = {}
@@ -236,19 +246,22 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
         "canvas_y": result.origin[0] + np.arange(H, dtype=np.float64),
         "canvas_x": result.origin[1] + np.arange(W, dtype=np.float64),
         "scan_index": used, "scan_positions": positions,
-        "stitch_crop": np.int64(scan.crop), "refine_steps": np.int64(inf.refine_steps)}
+        "stitch_crop": np.int64(scan.crop), "refine_steps": np.int64(inf.refine_steps),
+        "com_phase_steps": np.int64(inf.com_phase_steps),
+        "projection_steps": np.int64(config.model.projection_steps)}
     if network_obj is not None:
         arrays["network_object"] = network_obj
     if refinement is not None and inf.refine_probe:
         arrays["refined_probe"] = refinement.probe
     files["reconstruction"] = atomic_save_npz(out / "reconstruction.npz", arrays)
-    kind = f", refined {inf.refine_steps} steps" if network_obj is not None else ""
+    kind = (", slow phase from centres of mass" if correction is not None else "") + \
+        (f", refined {inf.refine_steps} steps" if refinement is not None else "")
     files["amplitude_png"], files["phase_png"] = save_complex_image_png(
         final, out / "reconstructed_amplitude.png", out / "reconstructed_phase.png",
         title=f"{title}{kind} ({Path(inf.test_data).name})")
     t_stitch += time.perf_counter() - ts
 
-    metrics = network_metrics = None
+    metrics = network_metrics = corrected_metrics = None
     if data.object is not None:
         from ptycho.metrics import evaluate_reconstruction
 
@@ -256,10 +269,22 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
         files["metrics"] = atomic_write_json(out / "metrics.json", json_safe(metrics))
         if network_obj is not None:
             network_metrics = evaluate_reconstruction(network_obj, data.object, mask=illuminated)
+        if correction is not None:
+            corrected_metrics = (metrics if refinement is None else evaluate_reconstruction(
+                correction.obj, data.object, mask=illuminated))
     elif (out / "metrics.json").exists():
         (out / "metrics.json").unlink()
         log(f"removed {out / 'metrics.json'}: it scored an earlier reconstruction, and "
             f"{data.source} has no objectGuess to score this one")
+    if correction is None:
+        (out / "phase_correction.json").unlink(missing_ok=True)   # not left from an earlier run
+    else:
+        files["phase_correction"] = atomic_write_json(out / "phase_correction.json", json_safe({
+            "steps": correction.steps, "smoothing": correction.smoothing,
+            "n_patterns": int(len(used)), "residual_rms_rad_per_px": correction.residual_rms,
+            "correction_range_rad": correction.correction_range,
+            "seconds": correction.seconds, "metrics": corrected_metrics,
+            "network_metrics": network_metrics}))
     if refinement is None:
         for stale in ("refinement.json", "refinement.png"):   # not left over from a refined run
             (out / stale).unlink(missing_ok=True)
@@ -281,6 +306,7 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
         written = patch_logger.write()
         files["patch_stats"], files["patch_grid"] = Path(written["json"]), Path(written["png"])
     timing = {"load_s": t_load, "predict_s": t_predict, "stitch_s": t_stitch,
+              "com_phase_s": correction.seconds if correction is not None else 0.0,
               "refine_s": t_refine, "total_s": time.perf_counter() - t_start,
               "n_groups": len(grouped), "n_patterns": n_patterns,
               "n_scan_patterns": int(len(used)),
@@ -291,6 +317,26 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
     return InferenceResult(obj=final, scanned_mask=result.scanned_mask, origin=result.origin,
                            n_groups=len(grouped), n_patterns=n_patterns, metrics=metrics,
                            timing=timing, output_files=files, n_scan_patterns=int(len(used)))
+
+
+def _correct_phase(obj: np.ndarray, patterns: np.ndarray, positions: np.ndarray,
+                   probe: np.ndarray, inf, log: Callable[[str], None]):
+    """``ptycho.com_phase.com_phase_correction`` with a progress line per step."""
+    from ptycho.com_phase import com_phase_correction
+
+    steps = inf.com_phase_steps
+    log(f"correcting the slow phase from the centres of mass of {len(patterns)} patterns, "
+        f"{steps} steps (smoothing {inf.com_phase_smoothing:g})")
+
+    def progress(step: int, residual: float) -> None:
+        log(f"phase correction step {step}/{steps}, centre-of-mass mismatch "
+            f"{residual:.4g} rad/px")
+
+    res = com_phase_correction(obj, patterns, positions, probe, steps=steps,
+                               smoothing=inf.com_phase_smoothing, progress=progress)
+    log(f"phase correction: mismatch {res.residual_rms[0]:.4g} -> {res.residual_rms[-1]:.4g} "
+        f"rad/px in {res.seconds:.1f} s")
+    return res
 
 
 def _refine(obj: np.ndarray, patterns: np.ndarray, positions: np.ndarray, probe: np.ndarray,

@@ -9,6 +9,7 @@ bundle. Each payload round-trips exactly through JSON (the probe as real/imag li
 
 from __future__ import annotations
 
+
 import json
 import math
 import os
@@ -345,7 +346,9 @@ def resolve_inference_payload(cli_overrides: Optional[Mapping[str, Any]] = None,
     Precedence: defaults < the bundle's model settings, K and grouping seed < config file <
     flags. The bundle is loaded and verified (a bundle without a valid intensity scale is
     refused by ``ptycho.bundle.load_bundle``); a bundle of the other backend, and model
-    settings other than the bundle's (the weights fix them), are refused with ``ConfigError``.
+    settings other than the bundle's (the weights fix them), are refused with ``ConfigError``;
+    only ``model.projection_steps``, which has no weights, may differ (the returned bundle then
+    carries it).
     """
     from ptycho.bundle import load_bundle, resolve_bundle_dir     # bundle imports this module
 
@@ -367,9 +370,13 @@ def resolve_inference_payload(cli_overrides: Optional[Mapping[str, Any]] = None,
                                                              seed=trained.data.seed))
     config, overrides = resolve_config(cli_overrides or {}, yaml_path=config_path, base=base,
                                        context="inference")
-    if config.model != trained.model:
+    # Projections carry no weights: their number may change at inference.
+    steps = config.model.projection_steps
+    if replace(config.model, projection_steps=trained.model.projection_steps) != trained.model:
         raise ConfigError(f"model settings are fixed by the bundle ({trained.model}); the "
                           f"config asks for {config.model}")
+    if steps != trained.model.projection_steps:
+        bundle = replace(bundle, config=replace(trained, model=config.model))
     payload = InferencePayload(config=config, bundle_dir=str(bundle.weights_path.parent),
                                overrides=overrides)
     return payload, bundle

@@ -33,7 +33,8 @@ from scipy import fft as _fft
 
 from ptycho.illumination import ILLUMINATION_FRACTION, illumination_map
 
-__all__ = ["RefineResult", "ScanLikelihood", "refine_object", "DEFAULT_LEARNING_RATE",
+__all__ = ["RefineResult", "ScanLikelihood", "refine_object", "check_scan_inputs",
+           "DEFAULT_LEARNING_RATE",
            "PROBE_STEP_FRACTION"]
 
 DEFAULT_LEARNING_RATE = 0.1
@@ -73,28 +74,29 @@ def _shifted_probes(probe_ft: np.ndarray, ry: np.ndarray, rx: np.ndarray) -> np.
     return _fft.ifft2(probe_ft * ry[:, :, None] * rx[:, None, :], workers=-1).astype(np.complex64)
 
 
-def _check_inputs(obj, diffraction, positions, probe) -> tuple:
+def check_scan_inputs(obj, diffraction, positions, probe, who: str = "refine_object") -> tuple:
+    """Validated ``(obj, diffraction, positions, probe)``; errors name ``who``."""
     obj = np.asarray(obj)
     if obj.ndim != 2 or not np.iscomplexobj(obj):
-        raise ValueError(f"refine_object: obj must be a complex (H, W) array, got "
+        raise ValueError(f"{who}: obj must be a complex (H, W) array, got "
                          f"{obj.dtype} of shape {obj.shape}")
     diffraction = np.asarray(diffraction)
     if diffraction.ndim != 3 or diffraction.shape[1] != diffraction.shape[2]:
-        raise ValueError(f"refine_object: diffraction must be (M, N, N), got {diffraction.shape}")
+        raise ValueError(f"{who}: diffraction must be (M, N, N), got {diffraction.shape}")
     M, N = diffraction.shape[0], diffraction.shape[1]
     positions = np.asarray(positions, dtype=np.float64)
     if positions.shape != (M, 2):
-        raise ValueError(f"refine_object: positions must be ({M}, 2) for {M} patterns, "
+        raise ValueError(f"{who}: positions must be ({M}, 2) for {M} patterns, "
                          f"got {positions.shape}")
     probe = np.asarray(probe)
     if probe.shape != (N, N):
-        raise ValueError(f"refine_object: probe must be ({N}, {N}), got {probe.shape}")
+        raise ValueError(f"{who}: probe must be ({N}, {N}), got {probe.shape}")
     for name, a in (("obj", obj), ("diffraction", diffraction), ("positions", positions),
                     ("probe", probe)):
         if not np.all(np.isfinite(a)):
-            raise ValueError(f"refine_object: {name} contains NaN or Inf")
+            raise ValueError(f"{who}: {name} contains NaN or Inf")
     if M == 0:
-        raise ValueError("refine_object: no diffraction patterns to refine against")
+        raise ValueError(f"{who}: no diffraction patterns given")
     return obj, diffraction, positions, probe
 
 
@@ -247,7 +249,7 @@ def refine_object(obj, diffraction, positions, probe, intensity_scale: float, *,
     data; the object and the probe then share the usual ambiguities (a global factor between
     them, small opposite shifts).
     """
-    obj, diffraction, positions, probe = _check_inputs(obj, diffraction, positions, probe)
+    obj, diffraction, positions, probe = check_scan_inputs(obj, diffraction, positions, probe)
     steps = int(steps)
     if steps < 0:
         raise ValueError(f"refine_object: steps must be >= 0, got {steps}")

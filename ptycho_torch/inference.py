@@ -11,18 +11,21 @@ Writes into ``--output_dir``: ``reconstruction.npz`` (``object`` complex64 (H, W
 ``amplitude``, ``phase``, ``weight``, ``scanned_mask``, ``illuminated_mask`` (the scanned pixels
 the probe lit; the region of the metrics), ``origin`` (y0, x0), the canvas coordinates
 ``canvas_y`` (H,) / ``canvas_x`` (W,) in object pixels, ``scan_index`` (the patterns
-reconstructed), ``scan_positions`` (their (y, x) in canvas pixels), ``stitch_crop`` and
-``refine_steps``; when refinement ran, ``object`` is the refined object, ``network_object`` the
-network's and, with ``--refine-probe``, ``refined_probe`` the refined probe),
+reconstructed), ``scan_positions`` (their (y, x) in canvas pixels), ``stitch_crop``,
+``refine_steps``, ``com_phase_steps`` and ``projection_steps``; when the centre-of-mass phase
+correction (``--com-phase-steps``) or refinement ran, ``object`` is the corrected / refined
+object and ``network_object`` the network's; with ``--refine-probe``, ``refined_probe`` the
+refined probe),
 ``reconstructed_amplitude.png`` and ``reconstructed_phase.png``, ``metrics.json``
 (``ptycho.metrics.evaluate_reconstruction``) when the data hold an ``objectGuess``,
-``refinement.json`` and ``refinement.png`` when refined, ``timing.json`` (load / predict /
-stitch / refine / total seconds, patterns per second, peak RSS) and, with
-``--log-patch-stats``, ``torch_patch_stats.json`` and ``torch_patch_grid.png`` of the
-predicted patches.
+``phase_correction.json`` when corrected, ``refinement.json`` and ``refinement.png`` when
+refined, ``timing.json`` (load / predict / stitch / correct / refine / total seconds, patterns
+per second, peak RSS) and, with ``--log-patch-stats``, ``torch_patch_stats.json`` and
+``torch_patch_grid.png`` of the predicted patches.
 
-Model settings come from the bundle; the model path may be the bundle directory or the training
-output directory holding ``model/``. Exit status 0 on success, 2 for invalid input.
+Model settings come from the bundle, except ``--projection_steps`` (no weights); the model path
+may be the bundle directory or the training output directory holding ``model/``. Exit status 0
+on success, 2 for invalid input.
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ def test_defaults_match_contract():
     assert dataclasses.asdict(c.inference) == dict(
         model_path=None, test_data=None, output_dir="outputs/inference", batch_size=64,
         log_patch_stats=False, patch_stats_limit=4, stitch_crop=None, stitch_weighting="probe",
-        refine_steps=0, refine_learning_rate=0.1, refine_probe=False)
+        refine_steps=0, refine_learning_rate=0.1, refine_probe=False, com_phase_steps=0,
+        com_phase_smoothing=0.5)
     assert dataclasses.asdict(c.execution) == dict(
         accelerator="auto", devices="1", strategy="auto", precision="32", num_workers=0,
         logger="csv", seed=0, deterministic=False, jit_compile=False)
@@ -89,6 +90,9 @@ def test_all_valid_N_accepted(N):
     (InferenceConfig, {"refine_steps": -1}, "inference.refine_steps"),
     (InferenceConfig, {"refine_learning_rate": 0.0}, "inference.refine_learning_rate"),
     (InferenceConfig, {"refine_probe": True}, "inference.refine_probe"),
+    (InferenceConfig, {"com_phase_steps": -1}, "inference.com_phase_steps"),
+    (InferenceConfig, {"com_phase_smoothing": 0.0}, "inference.com_phase_smoothing"),
+    (InferenceConfig, {"com_phase_smoothing": float("nan")}, "inference.com_phase_smoothing"),
     (ExecutionConfig, {"accelerator": "tpu"}, "'auto' | 'cpu' | 'gpu'"),
     (ExecutionConfig, {"devices": "0"}, "execution.devices"),
     (ExecutionConfig, {"devices": "many"}, "execution.devices"),

@@ -1,5 +1,6 @@
 """Data statistics, payload JSON round trips, and the model bundle (atomic write, verified load)."""
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -364,6 +365,15 @@ def test_resolve_inference_payload_checks_the_backend_and_fixes_the_model(tmp_pa
         resolve_inference_payload(args, backend="tf")
     with pytest.raises(ConfigError, match="model settings are fixed by the bundle"):
         resolve_inference_payload({**args, "gridsize": 3}, backend="torch")
+    # projections have no weights: their number may change, and the bundle given back carries it
+    trained_steps = bundle.config.model.projection_steps
+    payload, projected = resolve_inference_payload({**args, "projection_steps": 7},
+                                                   backend="torch")
+    assert payload.config.model.projection_steps == 7 == projected.config.model.projection_steps
+    assert projected.config.model == dataclasses.replace(bundle.config.model, projection_steps=7)
+    assert bundle.config.model.projection_steps == trained_steps != 7
+    with pytest.raises(ConfigError, match="model settings are fixed by the bundle"):
+        resolve_inference_payload({**args, "projection_steps": 7, "gridsize": 3}, backend="torch")
     with pytest.raises(ConfigError, match="inference.test_data: required"):
         resolve_inference_payload({"model_path": args["model_path"]}, backend="torch")
     with pytest.raises(BundleError, match="no manifest.json here or in"):
