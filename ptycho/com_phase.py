@@ -26,7 +26,7 @@ is. A second step corrects what the linearisation and the amplitude weights left
 The forward model and the sub-pixel handling are those of ``ptycho.refine.ScanLikelihood``
 (the probe moves by each position's fraction; integer slices of the canvas), so the predicted
 centres of mass are those of the refinement's likelihood. Cost per step: one far field per
-pattern plus LSQR on ``2 M`` equations with ``M N²`` weights (float32, ``4 M N²`` bytes).
+pattern plus LSQR on ``2 M`` equations; the weights take about ``16 M N²`` bytes.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Callable, Optional
 
 import numpy as np
 from scipy.ndimage import map_coordinates
-from scipy.sparse import coo_matrix
+from scipy.sparse import csr_matrix
 from scipy.sparse.linalg import LinearOperator, lsqr
 
 from ptycho.refine import ScanLikelihood, check_scan_inputs
@@ -57,12 +57,14 @@ class PhaseCorrection:
     """Corrected (H, W) complex64 object (amplitude unchanged); ``residual_rms``: the root mean
     square of the centre-of-mass phase-gradient mismatch ``g_m`` (rad/pixel, scan mean removed)
     before each step and after the last (``steps + 1`` values); ``correction_range``: peak-to-
-    peak of each step's ``χ`` on the seen pixels (rad); ``seconds`` of wall time."""
+    peak of each step's ``χ`` on the seen pixels (rad); ``solver_iterations``: LSQR iterations
+    of each step; ``seconds`` of wall time."""
     obj: np.ndarray
     steps: int
     smoothing: float
     residual_rms: list = field(default_factory=list)
     correction_range: list = field(default_factory=list)
+    solver_iterations: list = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -99,11 +101,11 @@ class _GradientSystem:
         M, N = weights.shape[0], weights.shape[1]
         H, W = seen.shape
         Hc, Wc = -(-H // bin), -(-W // bin)
-        coarse = (rows[:, :, None] // bin) * Wc + cols[:, None, :] // bin
-        w = coo_matrix((weights.reshape(-1), (np.repeat(np.arange(M), N * N), coarse.reshape(-1))),
-                       shape=(M, Hc * Wc))
-        self.w = w.tocsr()                                # duplicates (one coarse pixel) summed
-        self.wt = self.w.T.tocsr()
+        coarse = ((rows[:, :, None] // bin) * Wc + cols[:, None, :] // bin).astype(np.int32)
+        w = csr_matrix((weights.reshape(-1), coarse.reshape(-1),
+                        np.arange(0, M * N * N + 1, N * N)), shape=(M, Hc * Wc))
+        w.sum_duplicates()                                # pixels of one coarse pixel summed
+        self.w, self.wt = w, w.T.tocsr()
         padded = np.zeros((Hc * bin, Wc * bin), bool)
         padded[:H, :W] = seen
         seen_c = padded.reshape(Hc, bin, Wc, bin).any(axis=(1, 3))
@@ -151,13 +153,14 @@ class _GradientSystem:
         return out.flat[self.index]
 
     def solve(self, g: np.ndarray) -> np.ndarray:
-        """Least-squares ``χ`` on the canvas (zero where unseen) for mismatches ``g`` (M, 2)."""
+        """Least-squares ``χ`` on the canvas for mismatches ``g`` (M, 2); the LSQR iteration
+        count is kept in ``iterations``."""
         n = len(self.index)
         op = LinearOperator((sum(self.sizes), n), matvec=self.matvec, rmatvec=self.rmatvec,
                             dtype=np.float64)
         b = np.concatenate([g[:, 0], g[:, 1], np.zeros(self.sizes[2] + self.sizes[3])])
-        x, stop, iterations = lsqr(op, b, atol=_LSQR_TOLERANCE, btol=_LSQR_TOLERANCE,
-                                   iter_lim=_LSQR_ITERATIONS)[:3]
+        x, _, iterations = lsqr(op, b, atol=_LSQR_TOLERANCE, btol=_LSQR_TOLERANCE,
+                                iter_lim=_LSQR_ITERATIONS)[:3]
         self.iterations = int(iterations)
         # Bilinear interpolation back to the canvas; coarse pixel I is centred on
         # canvas pixel bin·I + (bin−1)/2.
@@ -170,15 +173,10 @@ class _GradientSystem:
 
 def _weights(like: ScanLikelihood, o: np.ndarray) -> np.ndarray:
     """(M, N, N) float32 ``|P_m|² |O_m|²`` per pattern, normalised to sum 1 (see module doc)."""
-    w = np.empty((like.M, like.N, like.N), np.float32)
-    for lo in range(0, like.M, _CHUNK):
-        sl = slice(lo, min(lo + _CHUNK, like.M))
-        r, c = like._rows[sl], like._cols[sl]
-        probe = like._block_probes(sl)
-        patch = o[r[:, :, None], c[:, None, :]]
-        w[sl] = np.abs(probe) ** 2 * np.abs(patch) ** 2
+    w = like.exit_intensities(o)
     total = w.sum(axis=(1, 2), dtype=np.float64)
-    return w / np.where(total > 0, total, 1.0)[:, None, None].astype(np.float32)
+    w /= np.where(total > 0, total, 1.0)[:, None, None].astype(np.float32)
+    return w
 
 
 def com_phase_correction(obj, diffraction, positions, probe, *, steps: int = 2,
@@ -213,11 +211,13 @@ def com_phase_correction(obj, diffraction, positions, probe, *, steps: int = 2,
         return g - g.mean(axis=0)
 
     g = mismatch()
-    residual, ranges = [float(np.sqrt(np.mean(g ** 2)))], []
+    residual, ranges, iterations = [float(np.sqrt(np.mean(g ** 2)))], [], []
     for step in range(1, steps + 1):
-        system = _GradientSystem(_weights(like, o), like._rows, like._cols, seen, lam, bin_)
+        system = _GradientSystem(_weights(like, o), like.patch_rows, like.patch_cols, seen,
+                                 lam, bin_)
         chi = system.solve(g)
         ranges.append(float(np.ptp(chi[seen])))
+        iterations.append(system.iterations)
         o *= np.exp(1j * chi).astype(np.complex64)
         g = mismatch()
         residual.append(float(np.sqrt(np.mean(g ** 2))))
@@ -226,4 +226,5 @@ def com_phase_correction(obj, diffraction, positions, probe, *, steps: int = 2,
     out = np.where(seen[like.inner], o[like.inner], np.asarray(obj, np.complex64))
     return PhaseCorrection(obj=out.astype(np.complex64), steps=steps, smoothing=float(smoothing),
                            residual_rms=residual, correction_range=ranges,
+                           solver_iterations=iterations,
                            seconds=time.perf_counter() - t0)

@@ -12,7 +12,8 @@ what the documentation describes. Output layout under ``--output-dir``::
     evaluation/                                       metrics.json/csv, comparison and FRC PNGs
 
 The network's stitched object is refined by ``--refine-steps`` physics steps against the test
-patterns (``ptycho.refine``); the demo prints the metrics of both.
+patterns (``ptycho.refine``); with ``--com-phase-steps`` its slow phase is first corrected from
+the patterns' centres of mass (``ptycho.com_phase``). The demo prints the metrics of each stage.
 """
 
 from __future__ import annotations
@@ -106,6 +107,10 @@ def _parser() -> argparse.ArgumentParser:
                    default=REFINE_STEPS,
                    help="physics refinement steps after stitching (0: the network's object "
                         "alone); both results are reported")
+    p.add_argument("--com-phase-steps", "--com_phase_steps", dest="com_phase_steps",
+                   type=_checked(int, lambda v: v >= 0, "an integer >= 0"), default=0,
+                   help="after stitching, correct the slow phase from the test patterns' centres "
+                        "of mass in this many steps (before any refinement; 0: none)")
     p.add_argument("--stitch-crop", "--stitch_crop", dest="stitch_crop",
                    type=_COUNT, default=None,
                    help="central crop of each patch used when stitching, in pixels (None: the "
@@ -170,6 +175,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "python", "-m", f"{pkg}.inference", "--model_path", str(train_dir / "model"),
         "--test_data", str(data_dir / "test.npz"), "--output_dir", str(infer_dir),
         *(["--stitch_crop", str(args.stitch_crop)] if args.stitch_crop else []),
+        "--com-phase-steps", str(args.com_phase_steps),
         "--refine-steps", str(args.refine_steps),
         "--log-patch-stats", "--patch-stats-limit", "2"])
     timings["evaluate"] = _step("evaluate", evaluate.main, [
@@ -183,18 +189,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"filter scale {args.filter_scale:g}, {args.decoder} decoder, "
           f"{args.projection_steps} projection steps, "
           f"learning rate {args.learning_rate:g}, batch {args.batch_size}")
-    refinement = infer_dir / "refinement.json"
-    if args.refine_steps > 0:
-        info = json.loads(refinement.read_text())
+    refinement, correction = infer_dir / "refinement.json", infer_dir / "phase_correction.json"
+    if args.com_phase_steps > 0 or args.refine_steps > 0:
+        info = json.loads((correction if args.com_phase_steps > 0 else refinement).read_text())
         print("network alone (stitched patches):")
         print(_metrics_table(info["network_metrics"]))
+    if args.com_phase_steps > 0 and args.refine_steps > 0:
+        info = json.loads(correction.read_text())
+        print(f"after {info['steps']} centre-of-mass phase-correction steps "
+              f"({info['seconds']:.1f} s):")
+        print(_metrics_table(info["metrics"]))
+    if args.refine_steps > 0:
+        info = json.loads(refinement.read_text())
         print(f"after {info['steps']} refinement steps against the test patterns "
+              f"({info['seconds']:.1f} s):")
+    elif args.com_phase_steps > 0:
+        info = json.loads(correction.read_text())
+        print(f"after {info['steps']} centre-of-mass phase-correction steps "
               f"({info['seconds']:.1f} s):")
     print(_metrics_table(metrics["metrics"]))
     print("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     print(f"outputs: {out.resolve()}")
     for path in (data_dir / "train_preview.png", train_dir / "loss_curve.png",
                  infer_dir / "reconstruction.npz",
+                 *([correction] if args.com_phase_steps else []),
                  *([refinement, infer_dir / "refinement.png"] if args.refine_steps else []),
                  infer_dir / "reconstructed_amplitude.png",
                  infer_dir / "reconstructed_phase.png", eval_dir / "comparison.png",

@@ -283,6 +283,7 @@ def stream_and_write(scan: PreparedScan, predict: Predictor, config, *, prefix: 
             "steps": correction.steps, "smoothing": correction.smoothing,
             "n_patterns": int(len(used)), "residual_rms_rad_per_px": correction.residual_rms,
             "correction_range_rad": correction.correction_range,
+            "solver_iterations": correction.solver_iterations,
             "seconds": correction.seconds, "metrics": corrected_metrics,
             "network_metrics": network_metrics}))
     if refinement is None:

@@ -167,6 +167,27 @@ class ScanLikelihood:
             yield sl, r[:, 0], c[:, 0], probe, _fft.fft2(
                 probe * o[r[:, :, None], c[:, None, :]], norm="ortho", workers=-1)
 
+    @property
+    def patch_rows(self) -> np.ndarray:
+        """(M, N) padded-canvas row of every pixel of each pattern's patch."""
+        return self._rows
+
+    @property
+    def patch_cols(self) -> np.ndarray:
+        """(M, N) padded-canvas column of every pixel of each pattern's patch."""
+        return self._cols
+
+    def exit_intensities(self, o: np.ndarray) -> np.ndarray:
+        """(M, N, N) float32 ``|s · P_m · O_m|²`` of every pattern's exit wave in the object
+        plane (``P_m`` the probe moved by the position's fraction) for the padded canvas ``o``."""
+        out = np.empty((self.M, self.N, self.N), np.float32)
+        for lo in range(0, self.M, _CHUNK):
+            sl = slice(lo, min(lo + _CHUNK, self.M))
+            r, c = self._rows[sl], self._cols[sl]
+            psi = self._block_probes(sl) * o[r[:, :, None], c[:, None, :]]
+            out[sl] = psi.real ** 2 + psi.imag ** 2
+        return out
+
     def expected_counts(self, o: np.ndarray) -> np.ndarray:
         """(M, N, N) expected photons ``λ`` for the padded canvas ``o``, zero frequency centred
         (the layout of the data)."""

@@ -13,13 +13,15 @@ def test_demo_writes_every_output(tmp_path, capsys):
 
     out = tmp_path / "demo"
     assert demo.main(["--output-dir", str(out), "--n-patterns", "48", "--epochs", "1",
-                      "--batch-size", "8", "--refine-steps", "4"]) == 0
+                      "--batch-size", "8", "--refine-steps", "4", "--com-phase-steps", "1"]) == 0
     printed = capsys.readouterr().out
     assert "| SSIM |" in printed and "(missing)" not in printed
     assert "network alone" in printed and "after 4 refinement steps" in printed
+    assert "after 1 centre-of-mass phase-correction steps" in printed
+    assert printed.count("| SSIM |") == 3
     for rel in ("data/train.npz", "data/test.npz", "train/model/manifest.json",
                 "train/loss_curve.png", "inference/reconstruction.npz",
-                "inference/refinement.json",
+                "inference/refinement.json", "inference/phase_correction.json",
                 "inference/reconstructed_amplitude.png", "inference/torch_patch_stats.json",
                 "inference/torch_patch_grid.png", "evaluation/comparison.png",
                 "evaluation/frc.png"):
@@ -33,14 +35,20 @@ def test_demo_writes_every_output(tmp_path, capsys):
     assert manifest["config"]["model"]["projection_steps"] == 0 and "0 projection steps" in printed
 
 
-def test_demo_passes_projection_steps_to_the_model(tmp_path, capsys):
+def test_demo_passes_projection_and_phase_correction_steps(tmp_path, capsys):
     from ptycho import demo
 
     out = tmp_path / "demo"
     assert demo.main(["--output-dir", str(out), "--n-patterns", "40", "--epochs", "1",
                       "--batch-size", "8", "--gridsize", "2", "--decoder", "reference",
-                      "--projection-steps", "2", "--refine-steps", "0"]) == 0
-    assert "2 projection steps" in capsys.readouterr().out
+                      "--projection-steps", "2", "--refine-steps", "0",
+                      "--com-phase-steps", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 projection steps" in printed and "(missing)" not in printed
+    assert "network alone" in printed and "after 1 centre-of-mass phase-correction steps" in printed
+    info = json.loads((out / "inference" / "phase_correction.json").read_text())
+    assert info["steps"] == 1
+    assert info["metrics"]["phase_ssim"] != info["network_metrics"]["phase_ssim"]
     manifest = json.loads((out / "train" / "model" / "manifest.json").read_text())
     assert manifest["config"]["model"]["projection_steps"] == 2
 
@@ -48,7 +56,8 @@ def test_demo_passes_projection_steps_to_the_model(tmp_path, capsys):
 @pytest.mark.parametrize("flag, value", [("--gridsize", "0"), ("--epochs", "0"),
                                          ("--batch-size", "-1"), ("--nphotons", "nan"),
                                          ("--refine-steps", "-1"), ("--n-patterns", "x"),
-                                         ("--projection-steps", "-2")])
+                                         ("--projection-steps", "-2"),
+                                         ("--com-phase-steps", "-1")])
 def test_bad_values_are_refused_before_anything_runs(tmp_path, capsys, flag, value):
     from ptycho import demo
 

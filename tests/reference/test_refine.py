@@ -61,6 +61,29 @@ def test_probe_shift_forward_model_matches_the_reference_for_the_default_probe_a
     assert np.max(np.abs(lam - ref)) / np.max(ref) < 1e-2
 
 
+def test_exit_intensities_are_the_patches_seen_by_each_pattern():
+    obj, probe, pos, counts = scan(step=6.0)
+    like = ScanLikelihood(counts, pos, probe, SCALE, obj.shape)
+    o = padded(like, obj)
+    exit_i = like.exit_intensities(o)
+    assert exit_i.shape == counts.shape and exit_i.dtype == np.float32
+    assert like.patch_rows.shape == like.patch_cols.shape == (len(pos), N)
+    # Parseval: the far fields carry the same photons as the exit waves
+    assert float(exit_i.sum(dtype=np.float64)) == pytest.approx(like.predicted_total(o),
+                                                                 rel=1e-5)
+    # a unit object: every pattern sees the whole (sub-pixel shifted) probe
+    flat = like.exit_intensities(np.ones(like.padded_shape, np.complex64))
+    expected = SCALE ** 2 * float(np.sum(np.abs(probe) ** 2))
+    np.testing.assert_allclose(flat.sum(axis=(1, 2)), expected, rtol=1e-4)
+    # the patch of pattern m is the canvas under its rows and columns
+    m = 3
+    r0, c0 = like.patch_rows[m][0], like.patch_cols[m][0]
+    mask = np.zeros(like.padded_shape, np.complex64)
+    mask[r0:r0 + N, c0:c0 + N] = 1
+    np.testing.assert_allclose(like.exit_intensities(mask)[m], flat[m], rtol=1e-5)
+    assert float(like.exit_intensities(mask)[m + 1].sum()) < float(flat[m + 1].sum())
+
+
 def test_gradient_is_the_derivative_of_the_nll():
     obj, probe, pos, counts = scan(step=6.0)
     rng = np.random.default_rng(1)
