@@ -190,23 +190,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{args.projection_steps} projection steps, "
           f"learning rate {args.learning_rate:g}, batch {args.batch_size}")
     refinement, correction = infer_dir / "refinement.json", infer_dir / "phase_correction.json"
-    if args.com_phase_steps > 0 or args.refine_steps > 0:
-        info = json.loads((correction if args.com_phase_steps > 0 else refinement).read_text())
-        print("network alone (stitched patches):")
-        print(_metrics_table(info["network_metrics"]))
-    if args.com_phase_steps > 0 and args.refine_steps > 0:
-        info = json.loads(correction.read_text())
-        print(f"after {info['steps']} centre-of-mass phase-correction steps "
-              f"({info['seconds']:.1f} s):")
-        print(_metrics_table(info["metrics"]))
-    if args.refine_steps > 0:
-        info = json.loads(refinement.read_text())
-        print(f"after {info['steps']} refinement steps against the test patterns "
-              f"({info['seconds']:.1f} s):")
-    elif args.com_phase_steps > 0:
-        info = json.loads(correction.read_text())
-        print(f"after {info['steps']} centre-of-mass phase-correction steps "
-              f"({info['seconds']:.1f} s):")
+    stages = [(path, f"after {{steps}} {what} ({{seconds:.1f}} s):") for path, what, on in (
+        (correction, "centre-of-mass phase-correction steps", args.com_phase_steps > 0),
+        (refinement, "refinement steps against the test patterns", args.refine_steps > 0)) if on]
+    for k, (path, heading) in enumerate(stages):
+        info = json.loads(path.read_text())
+        if k == 0:
+            print("network alone (stitched patches):")
+            print(_metrics_table(info["network_metrics"]))
+        print(heading.format(steps=info["steps"], seconds=info["seconds"]))
+        if k < len(stages) - 1:             # the last stage's metrics are the evaluation's
+            print(_metrics_table(info["metrics"]))
     print(_metrics_table(metrics["metrics"]))
     print("time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     print(f"outputs: {out.resolve()}")
