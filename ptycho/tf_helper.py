@@ -44,6 +44,7 @@ __all__ = [
     "extract_patches",
     "reassemble_patches",
     "normalize_overlap",
+    "canvas_matrices",
     "group_reassemble",
     "illuminate",
     "far_field",
@@ -356,6 +357,27 @@ def _fourier_shift_matrices(offsets, size: int, index: np.ndarray, dtype):
     return tf.gather(kernels[:, 0], idx, axis=1), tf.gather(kernels[:, 1], idx, axis=1)
 
 
+def canvas_matrices(flat_offsets, N: int, pad: int, interpolation: str, cplx):
+    """Row / column matrices that place N×N patches on their group's ``L = N + 2·pad`` canvas
+    and cut them back out: ``(ay, ax, by, bx)``, ``ay, ax`` ``(B, L, N)``, ``by, bx`` ``(B, N, L)``.
+
+    ``placed = ay @ patch @ ax^T`` zero-pads the patch to the canvas centre and translates it by
+    its ``(dy, dx)`` offset (``flat_offsets`` ``(B, 2)`` float64); ``by @ canvas @ bx^T``
+    translates by ``-offset`` and crops the centre. Bilinear: float64 hat matrices (the cut is the
+    transpose of the placement); Fourier: ``translate``'s shift on the ``2L`` grid as Toeplitz
+    matrices of dtype ``cplx``.
+    """
+    L = N + 2 * pad
+    if interpolation == "bilinear":
+        ay = _hat_matrix(L, N, -flat_offsets[:, 0] - pad, tf.float64)       # (B, L, N)
+        ax = _hat_matrix(L, N, -flat_offsets[:, 1] - pad, tf.float64)
+        return ay, ax, tf.transpose(ay, (0, 2, 1)), tf.transpose(ax, (0, 2, 1))
+    place_index, back_index = _ref.shift_matrix_indices(L, N, pad)
+    ay, ax = _fourier_shift_matrices(flat_offsets, 2 * L, place_index, cplx)
+    by, bx = _fourier_shift_matrices(-flat_offsets, 2 * L, back_index, cplx)
+    return ay, ax, by, bx
+
+
 def group_reassemble(patches, offsets, pad: int | None = None, interpolation: str = "bilinear",
                      footprint=None, threshold: float | None = None):
     """Per-group overlap constraint: average each group's patches on its own canvas, cut back.
@@ -408,17 +430,13 @@ def group_reassemble(patches, offsets, pad: int | None = None, interpolation: st
     flat = tf.reshape(tf.cast(patches, wide), [-1, N, N])             # (B*C, N, N)
     flat_off = tf.reshape(tf.cast(offsets, tf.float64), [-1, 2])
     fps = tf.broadcast_to(tf.cast(fp, real)[None], tf.shape(flat))
+    # Fourier: translate's (2L, 2L) shift as Toeplitz matrices, the same numbers from two small
+    # matrix products per patch instead of two (2L, 2L) FFTs per canvas.
+    ay, ax, by, bx = canvas_matrices(flat_off, N, pad, interpolation, cplx)   # (B*C, L, N) ...
     if interpolation == "bilinear":
-        # place[y, r] = hat(r + pad - (y - dy)): zero-pad to the canvas centre, then shift.
-        ay = _hat_matrix(L, N, -flat_off[:, 0] - pad, tf.float64)    # (B*C, L, N)
-        ax = _hat_matrix(L, N, -flat_off[:, 1] - pad, tf.float64)
         placed = _apply_rows_cols(flat, ay, ax)                       # (B*C, L, L)
         placed_fp = _apply_rows_cols(fps, ay, ax)
     else:
-        # translate's (2L, 2L) Fourier shift as Toeplitz matrices: the same numbers from two small
-        # matrix products per patch instead of two (2L, 2L) FFTs per canvas.
-        place_index, back_index = _ref.shift_matrix_indices(L, N, pad)
-        ay, ax = _fourier_shift_matrices(flat_off, 2 * L, place_index, cplx)  # (B*C, L, N)
         placed = tf.matmul(tf.matmul(ay, tf.cast(flat, cplx)), ax, transpose_b=True)  # (B*C, L, L)
         placed_fp = tf.math.real(tf.matmul(tf.matmul(ay, tf.cast(fps, cplx)), ax,
                                            transpose_b=True))
@@ -429,10 +447,8 @@ def group_reassemble(patches, offsets, pad: int | None = None, interpolation: st
     avg = normalize_overlap(canvas, count, threshold)
     avg_rep = tf.reshape(tf.repeat(avg[:, None], c, axis=1), [-1, L, L])         # (B*C, L, L)
     if interpolation == "bilinear":
-        # Translating by -offset and cropping the centre is the transpose of the placement.
-        out = _apply_rows_cols(avg_rep, tf.transpose(ay, (0, 2, 1)), tf.transpose(ax, (0, 2, 1)))
+        out = _apply_rows_cols(avg_rep, by, bx)
     else:
-        by, bx = _fourier_shift_matrices(-flat_off, 2 * L, back_index, cplx)  # (B*C, N, L)
         out = tf.matmul(tf.matmul(by, tf.cast(avg_rep, cplx)), bx, transpose_b=True)
         if not patches.dtype.is_complex:
             out = tf.math.real(out)

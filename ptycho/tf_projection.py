@@ -70,14 +70,8 @@ def group_projection(patches, offsets, probe, target_amplitude, steps: int, pad:
     cplx = tf.complex128 if double else tf.complex64
     b = tf.shape(patches)[0]
     flat_off = tf.reshape(tf.cast(offsets, tf.float64), [-1, 2])
-    if interpolation == "bilinear":
-        ay = tf.cast(th._hat_matrix(L, N, -flat_off[:, 0] - pad, tf.float64), cplx)
-        ax = tf.cast(th._hat_matrix(L, N, -flat_off[:, 1] - pad, tf.float64), cplx)
-        by, bx = tf.transpose(ay, (0, 2, 1)), tf.transpose(ax, (0, 2, 1))
-    else:
-        place_index, back_index = _ref.shift_matrix_indices(L, N, pad)
-        ay, ax = th._fourier_shift_matrices(flat_off, 2 * L, place_index, cplx)
-        by, bx = th._fourier_shift_matrices(-flat_off, 2 * L, back_index, cplx)
+    ay, ax, by, bx = (tf.cast(m, cplx) for m in
+                      th.canvas_matrices(flat_off, N, pad, interpolation, cplx))
 
     def place(arr):
         """(B, C, N, N) (or broadcastable) -> (B, L, L), summed over the members."""
