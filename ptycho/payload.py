@@ -9,7 +9,6 @@ bundle. Each payload round-trips exactly through JSON (the probe as real/imag li
 
 from __future__ import annotations
 
-
 import json
 import math
 import os
