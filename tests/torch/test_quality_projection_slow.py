@@ -6,7 +6,9 @@ CLI with 20 projections and two centre-of-mass phase-correction steps, and throu
 physics from a flat network (`benchmarks.projection_start`). Checked: the correction raises the
 phase SSIM and leaves the amplitude alone, the trained network beats the flat start on both,
 and the result clears looser bounds than the issue's (the full-size run is in docs/quality.md).
-A few CPU minutes; selected with ``pytest -m slow tests/torch``.
+Measured 2026-12-07 (3.7 idle CPU minutes): network 0.813 / 0.702 (phase 0.658 before the
+correction), flat start 0.782 / 0.668 (amplitude / phase SSIM). Selected with
+``pytest -m slow tests/torch``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("lightning")
 
-AMP_FLOOR, PHASE_FLOOR = 0.6, 0.6
+AMP_FLOOR, PHASE_FLOOR = 0.7, 0.65
 
 
 @pytest.mark.slow
