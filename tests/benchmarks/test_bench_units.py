@@ -92,10 +92,13 @@ def test_run_command_timeout_and_file_marks(tmp_path):
                     timeout_s=1.0)
     assert time.perf_counter() - t0 < 10
     target = tmp_path / "mark.txt"
-    code = ("import time, pathlib\n"
+    # Written atomically (as the training CLIs write their files): one mtime change per write.
+    # A plain write_text truncates and then writes, two changes a poll may fall between.
+    code = ("import os, time, pathlib\n"
             f"p = pathlib.Path({str(target)!r})\n"
             "for i in range(3):\n"
-            "    time.sleep(0.3); p.write_text(str(i))\n")
+            "    time.sleep(0.3); t = p.with_suffix('.tmp'); t.write_text(str(i));"
+            " os.replace(t, p)\n")
     r = run_command([sys.executable, "-c", code], tmp_path / "m.log", watch_file=target)
     assert len(r.marks) == 3
     assert all(b - a > 0.15 for a, b in zip(r.marks, r.marks[1:]))
